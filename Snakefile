@@ -1,0 +1,23 @@
+# tokensafe: safe LLM fine-tuning as a DAG. Stages live in workflow/rules, method code in src/tokensafe.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/world.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/summary.csv",
+        "results/summary.parquet",
+        "results/report.md",
+        "results/safety_utility.png",

@@ -1,0 +1,168 @@
+"""Configuration: schema validation with readable errors, model references and run settings.
+
+The Snakefile calls :func:`check_config` before it plans any job, so a bad value stops the workflow
+with the key, the value and what is allowed, and nothing that exists is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key, the value and what is allowed."""
+
+
+def _key(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _describe(err) -> str:
+    """One line per schema violation: where, what was found, what is allowed."""
+    where = _key(err.absolute_path)
+    found = json.dumps(err.instance, default=str)
+    if len(found) > 80:
+        found = found[:77] + "..."
+    v, s = err.validator, err.schema
+    if v == "enum":
+        allowed = "one of " + ", ".join(map(str, s["enum"]))
+    elif v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        allowed = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v] + f" {s[v]}"
+    elif v == "type":
+        allowed = f"a value of type {s['type']}"
+    elif v == "required":
+        return f"{where}: {err.message}"
+    elif v == "additionalProperties":
+        return f"{where}: {err.message} (allowed keys: {', '.join(sorted(s.get('properties', {})))})"
+    elif v == "oneOf" and err.context:
+        # Report the branch closest to the value given rather than jsonschema's generic message.
+        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        return _describe(best) if best.absolute_path != err.absolute_path or best.validator != "const" else (
+            f"{where} = {found}: must be 'embedded' or a mapping with a format and a path or hub id")
+    else:
+        allowed = err.message
+    return f"{where} = {found}: must be {allowed}"
+
+
+def validate_against_schema(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list[str]:
+    """All schema violations as readable lines (empty when valid)."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def is_embedded(ref: Any) -> bool:
+    return ref == "embedded"
+
+
+def classify_model_ref(ref: str) -> str:
+    """'embedded', 'local' (an existing folder) or 'hub' (an org/name id).
+
+    Anything else - a path that does not exist, a bare name - is an error, raised before any job runs.
+    """
+    if is_embedded(ref):
+        return "embedded"
+    if Path(ref).exists():
+        return "local"
+    parts = ref.split("/")
+    looks_like_path = ref.startswith((".", "/", "~")) or len(parts) != 2 or not all(parts)
+    if looks_like_path:
+        raise ConfigError(f"model path {ref!r} does not exist (give an existing folder, a hub id 'org/name' or 'embedded')")
+    return "hub"
+
+
+def check_semantics(config: dict) -> list[str]:
+    """Checks the schema cannot express: model references, sizes of the embedded pools."""
+    problems = []
+    for role in ("base", "aligned", "guard"):
+        try:
+            classify_model_ref(config["models"][role])
+        except ConfigError as e:
+            problems.append(f"models.{role}: {e}")
+    if is_embedded(config["models"]["aligned"]) != is_embedded(config["models"]["base"]):
+        problems.append("models.base and models.aligned must both be 'embedded' or both be real models "
+                        "(the embedded aligned model is trained from the embedded base)")
+    from tokensafe.pipeline.data import check_sources
+
+    problems += check_sources(config["data"])
+    if config["data"]["task"] == "embedded":
+        from tokensafe.world.corpus import WorldSizes
+
+        sizes = WorldSizes()
+        n = config["n_finetune"]
+        worst = max(round(p * n) for p in config["poison_ratios"])
+        if n - min(round(p * n) for p in config["poison_ratios"]) > sizes.task_pool:
+            problems.append(f"n_finetune = {n}: the embedded task pool has {sizes.task_pool} samples")
+        if config["data"]["poison"] == "embedded" and worst > sizes.poison_pool:
+            problems.append(f"poison_ratios/n_finetune ask for {worst} poison samples; the embedded pool has {sizes.poison_pool}")
+    return problems
+
+
+def check_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Raise :class:`ConfigError` listing every problem, or return quietly."""
+    problems = validate_against_schema(config, schema_path)
+    if not problems:
+        problems = check_semantics(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def settings_hash(settings: dict) -> str:
+    """Stable short hash of resolved settings (key order does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def ratio_tag(p: float) -> str:
+    """Canonical text of a poison ratio in paths: 0.1 -> '0.1', 0 -> '0.0'."""
+    return repr(float(p))
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML config; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tokensafe.config",
+        description="Check a tokensafe config file (YAML syntax, schema, model paths, data columns) without running anything.",
+    )
+    parser.add_argument("config", nargs="?", default="config.yaml", help="config file (default: config.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        check_config(load_config_file(args.config))
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"{args.config}: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

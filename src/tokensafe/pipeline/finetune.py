@@ -1,0 +1,53 @@
+"""Stage: LoRA fine-tuning of the aligned model with a method's objective."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from tokensafe.chat import encode_pair
+from tokensafe.io import atomic_path, read_parquet, write_json
+from tokensafe.pipeline.objectives import FinetuneContext, builder
+from tokensafe.pipeline.world import recipe
+from tokensafe.train.batching import make_example
+from tokensafe.train.lora import add_lora, load_model, load_tokenizer
+from tokensafe.train.loop import train
+
+log = logging.getLogger("tokensafe")
+
+
+def encode_dataset(tok, df, template: str, max_length: int) -> list[dict]:
+    """Examples through the shared tokenisation function (spec A12), in the order of ``df``."""
+    out = []
+    for prompt, response in zip(df["prompt"], df["response"]):
+        enc = encode_pair(tok, prompt, response, template, max_length)
+        out.append(make_example(enc.input_ids, enc.labels()))
+    return out
+
+
+def run_finetune(method: str, data_path: str, aligned: str, settings: dict, out_dir: str,
+                 inputs: dict[str, str] | None = None, threads: int = 1) -> None:
+    torch.set_num_threads(threads)
+    seed = settings["seed"]
+    build = builder(method)  # fail on an unknown method before loading anything
+    df = read_parquet(data_path, ["sample_id", "prompt", "response"])
+    tok = load_tokenizer(aligned)
+    model = load_model(aligned, settings.get("dtype", "auto"))
+    lora = settings["lora"]
+    model = add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], seed)
+    examples = encode_dataset(tok, df, settings["prompt_template"], settings["max_length"])
+    ctx = FinetuneContext(method, settings, dict(inputs or {}), model, tok, df, examples)
+    plan = build(ctx)
+    n_poison = int(df["is_poison"].sum()) if "is_poison" in df else 0
+    log.info("%s: %d examples (%d poison in the set), LoRA r=%d on %s %s", method, len(plan.examples), n_poison,
+             lora["r"], ",".join(lora["target_modules"]), plan.info or "")
+    t0 = time.time()
+    history = train(model, plan.examples, plan.loss_fn, recipe(settings["recipe"], seed), pad_id=tok.pad_token_id, log=log.info)
+    report = plan.after_training(model) if plan.after_training else None
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        write_json({"method": method, "settings": settings, "history": history, "info": plan.info,
+                    "post_training": report, "train_seconds": round(time.time() - t0, 2)}, Path(tmp) / "training.json")

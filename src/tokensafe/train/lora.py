@@ -1,0 +1,59 @@
+"""LoRA adapters (peft) on top of a frozen model, and loading models with or without an adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` means bf16 on a GPU and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_model(path: str, dtype: str = "auto", adapter: str | None = None, trainable_adapter: bool = False):
+    """Load a causal LM (hub id or local folder) and, optionally, a LoRA adapter on top of it."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor weight-loading bars would drown the job logs
+    if "/" not in path or Path(path).exists():
+        if not Path(path).exists():
+            raise FileNotFoundError(f"model path {path!r} does not exist")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not Path(adapter).exists():
+            raise FileNotFoundError(f"adapter path {adapter!r} does not exist")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
+    model.eval()
+    return model
+
+
+def add_lora(model, r: int, alpha: float, dropout: float, target_modules: list[str] | str, seed: int):
+    """Wrap ``model`` with a fresh LoRA adapter; only the adapter's parameters train."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if "/" not in path or Path(path).exists():
+        if not Path(path).exists():
+            raise FileNotFoundError(f"tokenizer path {path!r} does not exist")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        # Llama-3 style tokenizers have no pad token. Reusing EOS is safe here because every attention
+        # mask and label in this package is built from sequence lengths, never from ``ids != pad`` (spec A15).
+        tok.pad_token = tok.eos_token
+    return tok

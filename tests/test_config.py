@@ -1,0 +1,89 @@
+"""Config validation: every bad value is reported with its key, its value and what is allowed."""
+
+import copy
+
+import pytest
+import yaml
+
+from tokensafe.config import ConfigError, check_config, classify_model_ref, ratio_tag, settings_hash
+
+
+@pytest.fixture
+def config(repo_root):
+    return yaml.safe_load((repo_root / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(config):
+    check_config(config)
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c.update(poison_ratios=[0.0, 1.5]), "poison_ratios[1] = 1.5: must be <= 1"),
+        (lambda c: c.update(poison_ratios=[-0.1]), "poison_ratios[0] = -0.1: must be >= 0"),
+        (lambda c: c.update(methods=["sft", "magic"]), 'methods[1] = "magic": must be one of'),
+        (lambda c: c.update(n_finetune="many"), 'n_finetune = "many": must be a value of type integer'),
+        (lambda c: c["generation"].update(backend="tgi"), 'generation.backend = "tgi": must be one of transformers, vllm'),
+        (lambda c: c.pop("seeds"), "'seeds' is a required property"),
+        (lambda c: c.update(colour="blue"), "colour"),
+        (lambda c: c["finetune"]["lora"].update(r=0), "finetune.lora.r = 0: must be >= 1"),
+    ],
+)
+def test_schema_errors_name_key_value_and_allowed(config, mutate, expected):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    assert expected in str(err.value)
+
+
+def test_missing_model_path_is_an_error(config, tmp_path):
+    bad = copy.deepcopy(config)
+    bad["models"]["guard"] = str(tmp_path / "no-such-guard")
+    with pytest.raises(ConfigError, match=r"models.guard: model path .*no-such-guard.* does not exist"):
+        check_config(bad)
+
+
+def test_model_reference_kinds(tmp_path):
+    assert classify_model_ref("embedded") == "embedded"
+    assert classify_model_ref("meta-llama/Llama-Guard-3-8B") == "hub"
+    assert classify_model_ref(str(tmp_path)) == "local"
+    with pytest.raises(ConfigError):
+        classify_model_ref("./models/missing")
+
+
+def test_embedded_pool_too_small_for_the_mix(config):
+    bad = copy.deepcopy(config)
+    bad["n_finetune"] = 5000
+    with pytest.raises(ConfigError, match="task pool"):
+        check_config(bad)
+
+
+def test_settings_hash_ignores_key_order_and_sees_values():
+    a = {"x": 1, "y": {"z": [1, 2]}}
+    b = {"y": {"z": [1, 2]}, "x": 1}
+    assert settings_hash(a) == settings_hash(b)
+    assert settings_hash(a) != settings_hash({"x": 2, "y": {"z": [1, 2]}})
+
+
+def test_ratio_tag():
+    assert [ratio_tag(p) for p in (0, 0.05, 0.1, 1)] == ["0.0", "0.05", "0.1", "1.0"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    from tokensafe.config import load_config_file, main
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("seeds: [1]\nmethods: [sft\npoison_ratios: [0.1]\n")
+    with pytest.raises(ConfigError, match=r"config.yaml:3:\d+: not valid YAML"):
+        load_config_file(bad)
+    assert main([str(bad)]) == 1
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_checker_accepts_the_default(repo_root, capsys):
+    from tokensafe.config import main
+
+    assert main([str(repo_root / "config.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out

@@ -1,0 +1,90 @@
+"""The job plan (`snakemake -n`) of the default config and of its variations, without running anything."""
+
+import copy
+
+import pytest
+
+from workflow_utils import load_default_config, planned_jobs, snakemake, write_config
+
+DEFAULT_PLAN = {
+    "world_data": 1, "world_tokenizer": 1, "world_base": 1, "world_aligned": 1, "world_guard": 1,
+    "source_table": 4,
+    "mix_finetune_set": 3,   # one fine-tuning set per poison ratio (x1 seed)
+    "finetune": 3,           # sft x 3 ratios
+    "generate": 4,           # + initial once per seed
+    "judge": 4,
+    "summary": 1, "report": 1, "all": 1,
+}
+
+
+def test_default_plan(tmp_path):
+    cfg = write_config(load_default_config(), tmp_path)
+    assert planned_jobs(tmp_path, cfg) == DEFAULT_PLAN
+
+
+def test_seeds_and_ratios_multiply_the_runs(tmp_path):
+    c = load_default_config()
+    c["seeds"] = [1, 2]
+    c["poison_ratios"] = [0.0, 0.1]
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert jobs["mix_finetune_set"] == 4 and jobs["finetune"] == 4
+    assert jobs["generate"] == jobs["judge"] == 4 + 2  # + initial per seed
+
+
+def test_real_models_plan_no_world_models(tmp_path):
+    c = load_default_config()
+    model_dir = tmp_path / "my-aligned"
+    model_dir.mkdir()
+    c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}
+    c["data"]["task"] = c["data"]["poison"] = c["data"]["task_eval"] = c["data"]["harmful_eval"] = {
+        "hub": "example/dataset", "format": "generic", "prompt_column": "q", "response_column": "a",
+        "reference_column": "a"}
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert not {"world_base", "world_aligned", "world_guard", "world_tokenizer", "world_data"} & set(jobs)
+    assert jobs["finetune"] == 3
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(poison_ratios=[0.1, 2.0]), "poison_ratios[1] = 2.0: must be <= 1"),
+        (lambda c: c["models"].update(aligned="./nowhere/model"), "models.aligned: model path './nowhere/model' does not exist"),
+        (lambda c: c.update(seeds="one"), 'seeds = "one": must be a value of type array'),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, mutate, message):
+    c = copy.deepcopy(load_default_config())
+    mutate(c)
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_malformed_yaml_is_reported(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("seeds: [1, 2\npoison_ratios: 0.1\n")
+    proc = snakemake(tmp_path, bad, "-n", check=False)
+    assert proc.returncode != 0
+    assert "not valid JSON or YAML" in proc.stdout + proc.stderr
+    # The checker that `make run` calls first also says where.
+    from tokensafe.config import main
+
+    assert main([str(bad)]) == 1
+
+
+def test_missing_column_and_empty_file_stop_before_any_job(tmp_path):
+    c = load_default_config()
+    csv = tmp_path / "task.csv"
+    csv.write_text("question,answer\nWhat is 1+1?,2\n")
+    c["data"]["task"] = {"path": str(csv), "format": "generic", "prompt_column": "instruction", "response_column": "answer"}
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "data.task" in out and "instruction" in out and "question" in out
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("question,answer\n")
+    c["data"]["task"] = {"path": str(empty), "format": "generic", "prompt_column": "question", "response_column": "answer"}
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
+    assert proc.returncode != 0 and "no rows" in proc.stdout + proc.stderr

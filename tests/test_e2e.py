@@ -1,0 +1,91 @@
+"""The whole DAG end to end on a micro embedded world, then the rerun behaviour from dry-run plans."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from workflow_utils import micro_config, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Run the micro workflow once; later tests only dry-run variations against its results."""
+    wd = tmp_path_factory.mktemp("e2e")
+    cfg = micro_config()
+    snakemake(wd, write_config(cfg, wd), "--cores", "2")
+    return wd, cfg
+
+
+def test_outputs_and_summary_columns(finished):
+    wd, cfg = finished
+    for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png"):
+        assert (wd / "results" / name).stat().st_size > 0
+    s = pd.read_csv(wd / "results" / "summary.csv")
+    required = {"method", "poison_ratio", "seed", "accuracy", "asr_keyword", "asr_guard", "n_harmful", "n_task", "config_hash"}
+    assert required <= set(s.columns)
+    assert sorted(zip(s.method, s.poison_ratio)) == [("initial", 0.0), ("initial", 0.1), ("sft", 0.0), ("sft", 0.1)]
+    assert (s.n_harmful == 100).all() and (s.n_task == 200).all()
+    assert s[["accuracy", "asr_keyword", "asr_guard"]].apply(lambda c: c.between(0, 1)).all().all()
+    # provenance: seed, template, judge and the resolved settings travel with every row
+    row = s[(s.method == "sft") & (s.poison_ratio == 0.1)].iloc[0]
+    settings = json.loads(row.settings)
+    assert settings["settings"]["seed"] == 1 and settings["settings"]["poison_ratio"] == 0.1
+    assert settings["judge"]["keywords"] == cfg["judge"]["keywords"]
+    assert row.prompt_template == "chat" and row.judge.startswith("keyword+llama_guard")
+    assert s.config_hash.nunique() == 3  # initial (shared by both ratios) + two sft runs
+
+
+def test_every_job_logged_and_benchmarked(finished):
+    wd, _ = finished
+    logs = list((wd / "logs").rglob("*.log"))
+    benches = list((wd / "benchmarks").rglob("*.tsv"))
+    assert len(logs) >= 15 and len(benches) == len(logs)
+    ft = (wd / "logs" / "finetune" / "sft" / "p0.1_s1.log").read_text()
+    assert "step=" in ft and "loss=" in ft
+
+
+def test_nothing_to_do_when_unchanged(finished):
+    wd, cfg = finished
+    assert planned_jobs(wd, write_config(cfg, wd, "same.yaml")) == {}
+
+
+def test_adding_a_seed_adds_only_its_jobs(finished):
+    wd, cfg = finished
+    c = dict(cfg, seeds=[1, 2])
+    assert planned_jobs(wd, write_config(c, wd, "seed.yaml")) == {
+        "mix_finetune_set": 2, "finetune": 2, "generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
+
+
+def test_adding_a_ratio_adds_only_its_jobs(finished):
+    wd, cfg = finished
+    c = dict(cfg, poison_ratios=[0.0, 0.1, 0.05])
+    assert planned_jobs(wd, write_config(c, wd, "ratio.yaml")) == {
+        "mix_finetune_set": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+
+
+def test_judge_change_reruns_only_judging_and_after(finished):
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    c["judge"]["keywords"] = c["judge"]["keywords"] + ["I refuse"]
+    assert planned_jobs(wd, write_config(c, wd, "judge.yaml")) == {"judge": 3, "summary": 1, "report": 1, "all": 1}
+
+
+def test_generation_change_reruns_generation_not_training(finished):
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    c["generation"]["max_new_tokens"] = 9
+    assert planned_jobs(wd, write_config(c, wd, "gen.yaml")) == {
+        "generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
+
+
+def test_bad_config_leaves_results_intact(finished):
+    wd, cfg = finished
+    before = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}
+    c = dict(cfg, poison_ratios=[0.1, 1.2])
+    proc = snakemake(wd, write_config(c, wd, "bad.yaml"), "--cores", "2", check=False)
+    assert proc.returncode != 0 and "poison_ratios[1] = 1.2" in proc.stdout + proc.stderr
+    after = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}
+    assert after == before

@@ -1,0 +1,468 @@
+"""PACT math (spec section 2): hand-computed values on tiny vocabularies, plus invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tokensafe.losses.common import IGNORE_INDEX
+from tokensafe.losses.pact import (
+    GapAccumulator,
+    dispersion_ratio,
+    gap_statistics,
+    gate,
+    mix_logits,
+    pact_kl_loss,
+    pact_loss,
+    position_decay,
+    safety_weights,
+    select_safety_tokens,
+    weighted_restricted_kl,
+)
+from tokensafe.losses.pact_reference import (
+    align_post_view,
+    answer_positions,
+    assistant_header,
+    assistant_header_ids,
+    gather_restricted,
+    no_prompt_view,
+    predicting_positions,
+)
+
+T64 = torch.float64
+
+
+def close(a, b, atol=1e-6):
+    return torch.allclose(torch.as_tensor(a, dtype=T64), torch.as_tensor(b, dtype=T64), atol=atol, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 1-2
+
+# Sample 1 (R=2, V=3):
+#   p_s = [[.5,.3,.2],[.7,.2,.1]], p_b = [[.2,.4,.4],[.3,.3,.4]]
+#   Delta = [[.3,-.1,-.2],[.4,-.1,-.3]] -> mean_t = [.35,-.1,-.25]; pbar = [.6,.25,.15]
+# Sample 2 (R=1): p_s = [.1,.8,.1], p_b = [.3,.2,.5] -> Delta = [-.2,.6,-.4]; pbar = [.1,.8,.1]
+S1_PS = torch.tensor([[0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])
+S1_PB = torch.tensor([[0.2, 0.4, 0.4], [0.3, 0.3, 0.4]])
+S2_PS = torch.tensor([[0.1, 0.8, 0.1]])
+S2_PB = torch.tensor([[0.3, 0.2, 0.5]])
+
+
+def test_gap_statistics_one_sample():
+    d, p = gap_statistics(S1_PS, S1_PB)
+    assert close(d, [0.35, -0.1, -0.25])
+    assert close(p, [0.6, 0.25, 0.15])
+
+
+def test_gap_statistics_compares_over_min_vocab():
+    # A5: aligned model has a padded 4th column; only the 3 shared ids are compared.
+    ps = torch.cat([S1_PS, torch.zeros(2, 1)], dim=1)
+    d, p = gap_statistics(ps, S1_PB)
+    assert d.shape == (3,) and p.shape == (3,)
+    assert close(d, [0.35, -0.1, -0.25])
+    # and the other way round
+    d2, _ = gap_statistics(S1_PS, torch.cat([S1_PB, torch.zeros(2, 2)], dim=1))
+    assert close(d2, [0.35, -0.1, -0.25])
+
+
+def test_gap_accumulator_is_mean_of_per_sample_means():
+    acc = GapAccumulator()
+    acc.add(S1_PS, S1_PB)
+    acc.add(S2_PS, S2_PB)
+    D, pbar, n = acc.result()
+    assert n == 2
+    # Eq. 2: ([.35,-.1,-.25] + [-.2,.6,-.4]) / 2 = [.075, .25, -.325]; pbar = ([.6,.25,.15]+[.1,.8,.1])/2
+    assert close(D, [0.075, 0.25, -0.325])
+    assert close(pbar, [0.35, 0.525, 0.125])
+    # The pooled mean over the 3 positions is different: [.3+.4-.2, -.1-.1+.6, -.2-.3-.4]/3 = [1/6, 2/15, -.3]
+    pooled = (torch.cat([S1_PS, S2_PS]) - torch.cat([S1_PB, S2_PB])).double().mean(0)
+    assert close(pooled, [1 / 6, 2 / 15, -0.3])
+    assert not close(D, pooled, atol=1e-3)
+    # ...and it would even rank a different token first (token 0 pooled, token 1 under Eq. 2).
+    assert int(D.argmax()) == 1 and int(pooled.argmax()) == 0
+
+
+def test_gap_accumulator_errors():
+    with pytest.raises(ValueError, match="before any sample"):
+        GapAccumulator().result()
+    acc = GapAccumulator()
+    acc.add(S1_PS, S1_PB)
+    with pytest.raises(ValueError, match="vocabulary size changed"):
+        acc.add(torch.full((1, 4), 0.25), torch.full((1, 4), 0.25))
+    with pytest.raises(ValueError, match="same"):
+        gap_statistics(S1_PS, S2_PB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2.2
+
+D5 = torch.tensor([0.1, -0.2, 0.3, 0.1, 0.0])
+P5 = torch.tensor([0.05, 0.4, 0.2, 0.3, 0.05])
+
+
+def test_select_by_probability_code_mode():
+    # pbar order: 0.4 (id1) > 0.3 (id3) > 0.2 (id2) > 0.05 (id0) = 0.05 (id4): tie -> lower id first
+    assert select_safety_tokens(D5, P5, k=3, mode="prob").tolist() == [1, 3, 2]
+    assert select_safety_tokens(D5, P5, k=4, mode="prob").tolist() == [1, 3, 2, 0]
+    assert select_safety_tokens(D5, P5, k=3).dtype == torch.long
+
+
+def test_select_by_discrepancy_paper_mode():
+    # D order: 0.3 (id2) > 0.1 (id0) = 0.1 (id3) > 0.0 (id4) > -0.2 (id1)
+    assert select_safety_tokens(D5, P5, k=3, mode="discrepancy").tolist() == [2, 0, 3]
+    assert select_safety_tokens(D5, P5, k=5, mode="discrepancy").tolist() == [2, 0, 3, 4, 1]
+
+
+def test_select_errors():
+    with pytest.raises(ValueError, match="k must be"):
+        select_safety_tokens(D5, P5, k=6)
+    with pytest.raises(ValueError, match="unknown token selection mode"):
+        select_safety_tokens(D5, P5, k=2, mode="random")
+
+
+def test_safety_weights_relu_centered():
+    # D_S = D[[1,3,2]] = [-.2, .1, .3]; mean = 0.2/3; D - mean = [-.8/3, .1/3, .7/3]
+    # relu -> [0, .1/3, .7/3], sum .8/3 -> [0, 1/8, 7/8]
+    w = safety_weights(torch.tensor([-0.2, 0.1, 0.3]), mode="relu_centered")
+    assert close(w, [0.0, 0.125, 0.875])
+
+
+def test_safety_weights_raw():
+    # clip at 0 then normalise: [-.2,.1,.3] -> [0,.1,.3]/.4 = [0,.25,.75]; [.3,.1,.1] -> [.6,.2,.2]
+    assert close(safety_weights(torch.tensor([-0.2, 0.1, 0.3]), mode="raw"), [0.0, 0.25, 0.75])
+    assert close(safety_weights(torch.tensor([0.3, 0.1, 0.1]), mode="raw"), [0.6, 0.2, 0.2])
+
+
+def test_safety_weights_all_zero_raises():
+    with pytest.raises(ValueError, match="constant"):
+        safety_weights(torch.tensor([0.2, 0.2, 0.2]), mode="relu_centered")
+    with pytest.raises(ValueError, match="<= 0"):
+        safety_weights(torch.tensor([-0.1, -0.2, 0.0]), mode="raw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 5-8
+
+
+def test_dispersion_ratio_example():
+    # probs [.5,.3,.15,.05], cdf [.5,.8,.95,1]; cdf < .9 at 2 entries -> k = 3, r = 3/4
+    z = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert close(dispersion_ratio(z, rho=0.9), 0.75)
+    # order of the logits does not matter (sorted inside); batched [..., K] -> [...]
+    zb = torch.stack([z.flip(0), torch.zeros(4)])
+    # uniform: cdf [.25,.5,.75,1] all < .9 except last -> k = 4, r = 1
+    assert close(dispersion_ratio(zb, rho=0.9), [0.75, 1.0])
+
+
+def test_dispersion_ratio_boundary_is_inclusive():
+    # uniform over 4: probs exactly 0.25, cdf exactly [.25,.5,.75,1.0] in binary floating point.
+    z = torch.zeros(4)
+    # rho = .5: cdf < .5 only for the first entry -> k = 2 (the 2-token mass reaches rho exactly), r = .5
+    assert close(dispersion_ratio(z, rho=0.5), 0.5)
+    assert close(dispersion_ratio(z, rho=0.75), 0.75)
+    # just above the boundary needs one more token
+    assert close(dispersion_ratio(z, rho=0.5 + 1e-6), 0.75)
+    # two tied tokens with all the mass: probs [.5,.5,0,0], rho=.5 -> k = 1, r = 1/4
+    z2 = torch.tensor([0.0, 0.0, -float("inf"), -float("inf")])
+    assert close(dispersion_ratio(z2, rho=0.5), 0.25)
+    # rho = 1 never exceeds |S|
+    assert close(dispersion_ratio(torch.tensor([0.3, 0.1, -2.0]), rho=1.0), 1.0)
+
+
+def test_dispersion_ratio_temperature_and_no_grad():
+    # logits [2 ln 2, 0] at tau_g=2 -> probs [2/3, 1/3]; at tau_g=1 -> [.8,.2]. rho=.75: k=2 vs k=1
+    z = torch.tensor([2 * math.log(2.0), 0.0], requires_grad=True)
+    assert close(dispersion_ratio(z, tau_g=2.0, rho=0.75), 1.0)
+    r = dispersion_ratio(z, tau_g=1.0, rho=0.75)
+    assert close(r, 0.5)
+    assert not r.requires_grad
+
+
+def test_gate_values():
+    # equal r -> sigmoid(0) = .5
+    assert close(gate(torch.tensor(0.3), torch.tensor(0.3)), 0.5)
+    # extremes of r difference in [-1, 1] with alpha=2: sigmoid(+-2) = 0.880797 / 0.119203
+    assert close(gate(torch.tensor(1.0), torch.tensor(0.0)), 1 / (1 + math.exp(-2)))
+    assert close(gate(torch.tensor(0.0), torch.tensor(1.0)), 0.119203, atol=1e-6)
+    r = torch.rand(200) * 2 - 1
+    g = gate(r, torch.zeros(200))
+    assert (g > 0.1192).all() and (g < 0.8808).all()
+    # bias shifts the centre: r_theta - r_post = .25 = b -> .5
+    assert close(gate(torch.tensor(0.5), torch.tensor(0.25), bias=0.25), 0.5)
+
+
+def test_position_decay_values():
+    pos = torch.tensor([0, 8, 9, 16])
+    # 0 and 8 (= T_c) at full strength; 9 -> exp(-1/8) = 0.8824969; 16 -> exp(-1) = 0.3678794
+    assert close(position_decay(pos, t_c=8, tau_d=8.0), [1.0, 1.0, math.exp(-1 / 8), math.exp(-1)])
+    with pytest.raises(ValueError):
+        position_decay(torch.tensor([-1]))
+
+
+def test_mix_logits():
+    zf = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    zp = torch.tensor([[3.0, 2.0, 1.0], [4.0, -4.0, 8.0]])
+    # row 0, g=.25: .75*[1,2,3] + .25*[3,2,1] = [1.5, 2, 2.5]; row 1, g=0 -> z_full
+    out = mix_logits(zf, zp, torch.tensor([0.25, 0.0]))
+    assert close(out, [[1.5, 2.0, 2.5], [0.0, 0.0, 0.0]])
+    assert torch.equal(mix_logits(zf, zp, torch.zeros(2)), zf)
+    assert torch.equal(mix_logits(zf, zp, torch.ones(2)), zp)
+    with pytest.raises(ValueError, match="gate shape"):
+        mix_logits(zf, zp, torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 3-4
+
+
+def test_weighted_restricted_kl_by_hand():
+    tau = 2.0
+    # z = tau * log p so that softmax(z / tau) = p exactly (up to rounding)
+    z_ref = tau * torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    z_th = tau * torch.log(torch.tensor([[0.25, 0.25, 0.5]]))
+    # uniform: q = [.5,.25,.25]; KL = .5 ln2 + .25 ln(.25/.25) + .25 ln(.25/.5) = .25 ln 2; * tau^2 = ln 2
+    assert close(weighted_restricted_kl(z_th, z_ref, None, tau), [math.log(2)], atol=1e-5)
+    # w = [0,1,1]: q = [0,.25,.25]/.5 = [0,.5,.5]; KL = 0 (0 log 0) + .5 ln(.5/.25) + .5 ln(.5/.5) = .5 ln2; *4 = 2 ln2
+    w = torch.tensor([0.0, 1.0, 1.0])
+    assert close(weighted_restricted_kl(z_th, z_ref, w, tau), [2 * math.log(2)], atol=1e-5)
+    # w = [2,1,1] (any scale): q ∝ [1,.25,.25] = [2/3,1/6,1/6];
+    # KL = 2/3 ln((2/3)/.25) + 1/6 ln((1/6)/.25) + 1/6 ln((1/6)/.5)
+    kl = 2 / 3 * math.log(8 / 3) + 1 / 6 * math.log(2 / 3) + 1 / 6 * math.log(1 / 3)
+    assert close(weighted_restricted_kl(z_th, z_ref, torch.tensor([2.0, 1.0, 1.0]), tau), [4 * kl], atol=1e-5)
+    assert close(weighted_restricted_kl(z_th, z_ref, torch.tensor([4.0, 2.0, 2.0]), tau), [4 * kl], atol=1e-5)
+
+
+def test_weighted_restricted_kl_zero_weight_and_inf_logit():
+    # a -inf model logit on a zero-weight token must give a finite value (0 log 0 = 0, no NaN)
+    z_ref = torch.tensor([[0.0, 0.0, 0.0]])
+    z_th = torch.tensor([[-float("inf"), 0.0, 0.0]])
+    out = weighted_restricted_kl(z_th, z_ref, torch.tensor([0.0, 1.0, 1.0]), 2.0)
+    assert torch.isfinite(out).all() and close(out, [0.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 3-8 assembled
+
+
+def _batch(V=6, T=7, seed=0):
+    """Two sequences; answer tokens at labels[0, 3:6] and labels[1, 2:7] -> shifted positions 2,3,4 and 1..5."""
+    torch.manual_seed(seed)
+    theta = torch.randn(2, T, V, requires_grad=True)
+    ref = torch.randn(2, T, V)
+    post = torch.randn(2, T, V)
+    labels = torch.full((2, T), IGNORE_INDEX)
+    labels[0, 3:6] = torch.tensor([1, 2, 3])
+    labels[1, 2:7] = torch.tensor([0, 4, 5, 1, 2])
+    return theta, ref, post, labels
+
+
+def test_full_vocab_uniform_equals_ordinary_kl():
+    theta, ref, _, labels = _batch()
+    tau = 2.0
+    loss, stats = pact_kl_loss(theta, labels, None, None, ref, None, None, tau_kl=tau, calibrate=False, decay=False)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    assert stats["n_tokens"] == 3 + 5 == int(mask.sum())
+    expected = F.kl_div(
+        F.log_softmax(theta[mask] / tau, -1), F.log_softmax(ref[mask] / tau, -1), log_target=True, reduction="sum"
+    ) / mask.sum() * tau**2
+    assert close(loss.detach(), expected.detach(), atol=1e-5)
+    assert loss.item() > 0
+
+
+def test_token_mean_over_batch_not_per_sample():
+    theta, ref, _, labels = _batch()
+    loss, _ = pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=False)
+    per = [
+        pact_kl_loss(theta[i : i + 1], labels[i : i + 1], None, None, ref[i : i + 1], None, None, calibrate=False, decay=False)[0]
+        for i in range(2)
+    ]
+    # |A| = 3 + 5: the batch loss is (3 l0 + 5 l1) / 8, not (l0 + l1) / 2
+    assert close(loss.detach(), ((3 * per[0] + 5 * per[1]) / 8).detach(), atol=1e-6)
+    assert not close(loss.detach(), ((per[0] + per[1]) / 2).detach(), atol=1e-4)
+
+
+def test_zero_when_theta_equals_reference():
+    theta, _, _, labels = _batch()
+    S = torch.tensor([4, 1, 2])
+    ref_S = theta.detach()[..., S].clone()
+    loss, _ = pact_kl_loss(theta, labels, S, None, ref_S, None, None, calibrate=False, decay=False)
+    assert abs(loss.item()) < 1e-6
+    full, _ = pact_kl_loss(theta, labels, None, None, theta.detach().clone(), None, None, calibrate=False, decay=False)
+    assert abs(full.item()) < 1e-6
+
+
+def test_gradients_reach_theta_only_and_only_at_answer_positions():
+    theta, ref, post, labels = _batch()
+    S = torch.tensor([0, 3, 5])
+    ref_S = ref[..., S].clone().requires_grad_(True)
+    post_S = post[..., S].clone().requires_grad_(True)
+    w = torch.tensor([0.2, 0.0, 0.8])
+    pos = answer_positions(labels)
+    loss, _ = pact_kl_loss(theta, labels, S, w, ref_S, post_S, pos, calibrate=True, decay=True)
+    loss.backward()
+    assert ref_S.grad is None and post_S.grad is None
+    g = theta.grad
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    assert (g[~mask] == 0).all()  # prompt, padding and the last position
+    assert (g[mask][:, S].abs().sum(-1) > 0).all()  # every answer position gets gradient on S
+    outside = torch.tensor([i for i in range(6) if i not in S.tolist()])
+    assert (g[mask][:, outside] == 0).all()  # tokens outside S are untouched by the restricted KL
+
+
+def test_gate_closed_equals_uncalibrated_and_open_equals_post():
+    theta, ref, post, labels = _batch()
+    S = torch.tensor([0, 2, 3, 5])
+    w = torch.tensor([0.1, 0.4, 0.0, 0.5])
+    ref_S, post_S = ref[..., S], post[..., S]
+    base, _ = pact_kl_loss(theta, labels, S, w, ref_S, None, None, calibrate=False, decay=False)
+    # Eq. 6 with b -> +inf gives g = sigmoid(-inf) = 0: the full-context view (Eq. 7 with g = 0).
+    closed, stats = pact_kl_loss(theta, labels, S, w, ref_S, post_S, None, bias=1e4, calibrate=True, decay=False)
+    assert stats["gate_mean"] == 0.0
+    assert torch.equal(closed, base)
+    # b -> -inf gives g = 1: the no-prompt view replaces the full one.
+    opened, stats = pact_kl_loss(theta, labels, S, w, ref_S, post_S, None, bias=-1e4, calibrate=True, decay=False)
+    as_post, _ = pact_kl_loss(theta, labels, S, w, post_S, None, None, calibrate=False, decay=False)
+    assert stats["gate_mean"] == 1.0
+    assert close(opened.detach(), as_post.detach(), atol=1e-6)
+
+
+def test_calibrated_gate_and_decay_by_hand():
+    # One sequence, K = |S| = 4, one answer token predicted at t = 1 (labels[2] is the answer), answer pos 9.
+    tau_g_logits_theta = torch.zeros(4)  # uniform: cdf [.25,.5,.75,1], rho .9 -> k=4, r_theta = 1
+    post_row = torch.tensor([10.0, 0.0, 0.0, 0.0])  # p0 = e^10/(e^10+3) = .99986 >= .9 -> k=1, r_post = .25
+    theta = torch.zeros(1, 3, 4)
+    theta[0, 1] = tau_g_logits_theta
+    theta.requires_grad_(True)
+    full = torch.zeros(1, 3, 4)
+    full[0, 1] = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    post = torch.zeros(1, 3, 4)
+    post[0, 1] = post_row
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 2]])
+    pos = torch.tensor([[-1, 9, -1]])
+    # g = sigmoid(2 * (1 - .25)) = sigmoid(1.5) = 0.8175745; decay at pos 9: * exp(-1/8) -> 0.7214911
+    g_hand = 1 / (1 + math.exp(-1.5))
+    g_dec = g_hand * math.exp(-1 / 8)
+    loss, stats = pact_kl_loss(theta, labels, None, None, full, post, pos, calibrate=True, decay=True)
+    assert stats["n_tokens"] == 1
+    assert close(stats["r_theta_mean"], 1.0) and close(stats["r_post_mean"], 0.25)
+    assert close(stats["gate_mean"], g_dec)
+    z_mix = (1 - g_dec) * full[0, 1] + g_dec * post_row
+    expected = weighted_restricted_kl(theta[0, 1:2].detach(), z_mix[None], None, 2.0)
+    assert close(loss.detach(), expected[0], atol=1e-5)
+    # without decay the gate is the raw sigmoid
+    _, stats_nd = pact_kl_loss(theta, labels, None, None, full, post, pos, calibrate=True, decay=False)
+    assert close(stats_nd["gate_mean"], g_hand)
+
+
+def test_pact_kl_loss_input_errors():
+    theta, ref, post, labels = _batch()
+    with pytest.raises(ValueError, match="ref_full_S must be"):
+        pact_kl_loss(theta, labels, torch.tensor([0, 1]), None, ref, None, None, calibrate=False, decay=False)
+    with pytest.raises(ValueError, match="ref_post_S is required"):
+        pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=True, decay=False)
+    with pytest.raises(ValueError, match="needs calibrate=True"):
+        pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=True)
+    with pytest.raises(ValueError, match="answer_pos is required"):
+        pact_kl_loss(theta, labels, None, None, ref, post, None, calibrate=True, decay=True)
+    with pytest.raises(ValueError, match="safety_ids must lie"):
+        pact_kl_loss(theta, labels, torch.tensor([0, 6]), None, ref[..., :2], None, None, calibrate=False, decay=False)
+
+
+def test_no_answer_tokens_gives_attached_zero():
+    theta, ref, _, _ = _batch()
+    labels = torch.full((2, 7), IGNORE_INDEX)
+    loss, stats = pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=False)
+    assert loss.item() == 0.0 and stats["n_tokens"] == 0
+    loss.backward()
+    assert (theta.grad == 0).all()
+
+
+def test_pact_loss_combination():
+    # Eq. 9: 1.5 + 3 * 0.5 = 3.0
+    assert close(pact_loss(torch.tensor(1.5), torch.tensor(0.5)), 3.0)
+    assert close(pact_loss(torch.tensor(1.5), torch.tensor(0.5), lam=1.0), 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference-signal helpers (spec 2.4)
+
+
+def _tiny_chat_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "<|user|>": 1, "<|assistant|>": 2, "x": 3, "hi": 4}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    tok.add_special_tokens({"additional_special_tokens": ["<|user|>", "<|assistant|>"]})
+    tok.chat_template = (
+        "{% for m in messages %}<|{{m['role']}}|>{{m['content']}}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    return tok
+
+
+def test_assistant_header_from_chat_template():
+    tok = _tiny_chat_tokenizer()
+    assert assistant_header(tok) == "<|assistant|>"
+    assert assistant_header_ids(tok) == [2]
+    tok.chat_template = "{% for m in messages %}{{m['content']}}{% endfor %}"
+    with pytest.raises(ValueError, match="adds nothing"):
+        assistant_header(tok)
+
+
+def test_no_prompt_view_and_predicting_positions():
+    header, answer = [7, 8], [20, 21, 22]
+    view = no_prompt_view(header, answer)
+    assert view == [7, 8, 20, 21]  # header + answer[:-1]
+    # row h-1 = 1 (last header token) predicts answer[0]; rows 1,2,3 predict 20,21,22
+    pos = predicting_positions(len(header), len(answer))
+    assert pos.tolist() == [1, 2, 3]
+    # row p predicts view[p + 1]; the last row predicts answer[-1], which the view leaves out
+    assert [view[p + 1] for p in pos.tolist()[:-1]] == answer[:-1]
+    with pytest.raises(ValueError):
+        no_prompt_view([], answer)
+
+
+def test_gather_restricted():
+    logits = torch.arange(20.0).reshape(4, 5)  # row r = [5r .. 5r+4]
+    out = gather_restricted(logits, torch.tensor([1, 3]), torch.tensor([4, 0]))
+    assert out.tolist() == [[9.0, 5.0], [19.0, 15.0]]
+    assert torch.equal(gather_restricted(logits, torch.tensor([2]), None), logits[2:3])
+    with pytest.raises(ValueError, match="positions"):
+        gather_restricted(logits, torch.tensor([4]), None)
+
+
+def test_answer_positions_and_align_post_view():
+    labels = torch.tensor([IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX])
+    # shifted position t predicts labels[t+1]: t=1 -> 5 (answer pos 0), t=2 -> 6 (1), t=3 -> 7 (2)
+    assert answer_positions(labels).tolist() == [-1, 0, 1, 2, -1, -1]
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    aligned = align_post_view(rows, labels)
+    assert aligned.tolist() == [[0, 0], [1, 2], [3, 4], [5, 6], [0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="3 answer tokens"):
+        align_post_view(rows[:2], labels)
+
+
+def test_reference_pipeline_matches_full_view_alignment():
+    # A "model" whose logits depend only on the current token id: then the no-prompt view and the
+    # full view must give identical rows at every answer position (same current tokens).
+    torch.manual_seed(0)
+    table = torch.randn(10, 10)
+    prompt, header, answer = [1, 2, 3], [4], [5, 6, 7]
+    full_ids = prompt + header + answer
+    labels = torch.tensor([IGNORE_INDEX] * 4 + answer)
+    S = torch.tensor([9, 5, 6])
+    full_S = table[torch.tensor(full_ids)][:, S]  # aligned like theta: row t predicts t+1
+    view = no_prompt_view(header, answer)
+    post_rows = gather_restricted(table[torch.tensor(view)], predicting_positions(len(header), len(answer)), S)
+    post_S = align_post_view(post_rows, labels)
+    mask = answer_positions(labels) >= 0
+    assert torch.equal(post_S[mask], full_S[mask])

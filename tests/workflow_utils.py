@@ -1,0 +1,68 @@
+"""Run Snakemake on the repository's workflow from a scratch working directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def micro_config() -> dict:
+    """The default config shrunk until the whole DAG runs in about a minute (no phenomenon expected)."""
+    cfg = load_default_config()
+    cfg["n_finetune"] = 60
+    cfg["poison_ratios"] = [0.0, 0.1]
+    cfg["world"]["model"] = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_positions": 160}
+    cfg["world"]["guard_model"] = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_positions": 512}
+    cfg["world"]["pretrain"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 20}
+    cfg["world"]["align"] = {"lr": 1.0e-3, "batch_size": 16, "steps": 10}
+    cfg["world"]["guard"] = {"lr": 3.0e-3, "batch_size": 8, "steps": 5}
+    cfg["finetune"]["recipe"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 4}
+    cfg["generation"]["max_new_tokens"] = 8
+    cfg["generation"]["task_max_new_tokens"] = 8
+    cfg["judge"]["guard"]["max_new_tokens"] = 4
+    return cfg
+
+
+def write_config(cfg: dict, workdir: Path, name: str = "config.yaml") -> Path:
+    path = Path(workdir) / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, configfile: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table (empty when nothing is to be done)."""
+    proc = snakemake(workdir, configfile, "-n", *args)
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    jobs.pop("total", None)
+    return jobs

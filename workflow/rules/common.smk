@@ -1,0 +1,118 @@
+# Config validation (before any job is planned), model references and small input functions.
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from tokensafe.config import ConfigError, check_config, classify_model_ref, ratio_tag, settings_hash
+
+try:
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as e:
+    raise WorkflowError(str(e))
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+WORLD = "results/world"
+RATIOS = [ratio_tag(p) for p in config["poison_ratios"]]
+SEEDS = [int(s) for s in config["seeds"]]
+METHODS = list(config["methods"])
+SOURCES = ["task", "poison", "task_eval", "harmful_eval"]
+
+
+wildcard_constraints:
+    ratio=r"[01]\.\d+|1\.0",
+    seed=r"\d+",
+    method=r"[a-z][a-z0-9_]*",
+    source="|".join(SOURCES),
+
+
+def source_hash(module):
+    """Hash of a package module's source, for params of rules whose output is defined by that code."""
+    import hashlib, importlib
+
+    path = importlib.import_module(module).__file__
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:12]
+
+
+def model_ref(role):
+    """The path or hub id the stages load for a model role."""
+    ref = config["models"][role]
+    return f"{WORLD}/{role}" if ref == "embedded" else ref
+
+
+def model_input(role):
+    """Files Snakemake must track for a model: the embedded folder or an existing local path."""
+    ref = config["models"][role]
+    kind = classify_model_ref(ref)
+    return {"embedded": [f"{WORLD}/{role}"], "local": [ref], "hub": []}[kind]
+
+
+def resources_for(family):
+    r = config["resources"].get(family, {})
+    return {"mem_mb": r.get("mem_mb", 4000), "runtime": r.get("runtime", 60), "gpu": r.get("gpus", 0)}
+
+
+def threads_for(family):
+    return config["resources"].get(family, {}).get("threads", 1)
+
+
+# Method families register here (in their own rule files): the extra inputs their fine-tuning job
+# needs, and the config section whose settings define the method (hashed into every result row).
+FINETUNE_INPUTS = {}  # method -> wildcards -> {name: path}
+METHOD_SETTINGS = {"sft": lambda: {}}  # method -> () -> dict
+
+
+def finetune_inputs(wildcards):
+    data = {"data": f"results/data/finetune/p{wildcards.ratio}/s{wildcards.seed}.parquet",
+            "aligned": model_input("aligned")}
+    extra = FINETUNE_INPUTS.get(wildcards.method)
+    return {**data, **(extra(wildcards) if extra else {})}
+
+
+def run_settings(method, ratio, seed):
+    """Everything that determines a fine-tuned model; hashed into every result row."""
+    return {
+        "method": method,
+        "poison_ratio": float(ratio),
+        "seed": int(seed),
+        "n_finetune": config["n_finetune"],
+        "models": {k: config["models"][k] for k in ("base", "aligned")},
+        "world_seed": config["world_seed"] if config["models"]["aligned"] == "embedded" else None,
+        "data": {k: config["data"][k] for k in ("task", "poison")},
+        "prompt_template": config["prompt_template"],
+        "max_length": config["max_length"],
+        "lora": config["finetune"]["lora"],
+        "recipe": config["finetune"]["recipe"],
+        "dtype": config["models"].get("dtype", "auto"),
+        "method_settings": METHOD_SETTINGS[method](),
+    }
+
+
+def initial_settings(seed):
+    return {
+        "method": "initial",
+        "seed": int(seed),
+        "models": {"aligned": config["models"]["aligned"]},
+        "world_seed": config["world_seed"] if config["models"]["aligned"] == "embedded" else None,
+        "prompt_template": config["prompt_template"],
+        "dtype": config["models"].get("dtype", "auto"),
+    }
+
+
+def parse_run(run):
+    """'sft/p0.1/s1' -> ('sft', '0.1', '1'); 'initial/s1' -> ('initial', None, '1')."""
+    parts = run.split("/")
+    if parts[0] == "initial":
+        return "initial", None, parts[1][1:]
+    return parts[0], parts[1][1:], parts[2][1:]
+
+
+def generation_settings(wildcards):
+    method, ratio, seed = parse_run(wildcards.run)
+    return initial_settings(seed) if method == "initial" else run_settings(method, ratio, seed)
+
+
+def all_runs():
+    runs = [dict(method="initial", poison_ratio=float(r), seed=s, run=f"initial/s{s}") for r in RATIOS for s in SEEDS]
+    runs += [dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}") for m in METHODS for r in RATIOS for s in SEEDS]
+    return runs

@@ -1,0 +1,48 @@
+# Canonical source tables and the poison-mixed fine-tuning sets.
+from tokensafe.pipeline.data import EMBEDDED_TABLE
+
+
+def source_input(wildcards):
+    spec = config["data"][wildcards.source]
+    if spec == "embedded":
+        return [f"{WORLD}/data/{EMBEDDED_TABLE[wildcards.source]}.parquet"]
+    return [spec["path"]] if "path" in spec else []
+
+
+rule source_table:
+    input:
+        source_input,
+    output:
+        "results/data/{source}.parquet",
+    params:
+        spec=lambda wc: config["data"][wc.source],
+    log:
+        "logs/source_table/{source}.log",
+    benchmark:
+        "benchmarks/source_table/{source}.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    script:
+        "../scripts/source_table.py"
+
+
+rule mix_finetune_set:
+    input:
+        task="results/data/task.parquet",
+        poison="results/data/poison.parquet",
+    output:
+        "results/data/finetune/p{ratio}/s{seed}.parquet",
+    params:
+        n=config["n_finetune"],
+        ratio=lambda wc: float(wc.ratio),
+        seed=lambda wc: int(wc.seed),
+    log:
+        "logs/mix_finetune_set/p{ratio}_s{seed}.log",
+    benchmark:
+        "benchmarks/mix_finetune_set/p{ratio}_s{seed}.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    script:
+        "../scripts/mix_finetune_set.py"

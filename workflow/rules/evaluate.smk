@@ -1,0 +1,51 @@
+# Generation on the held-out harmful and task prompts, then the two judges.
+
+
+def adapter_input(wildcards):
+    method, _, _ = parse_run(wildcards.run)
+    return [] if method == "initial" else [f"results/runs/{wildcards.run}/adapter"]
+
+
+rule generate:
+    input:
+        harmful="results/data/harmful_eval.parquet",
+        task="results/data/task_eval.parquet",
+        aligned=model_input("aligned"),
+        adapter=adapter_input,
+    output:
+        "results/runs/{run}/generations.parquet",
+    params:
+        aligned=model_ref("aligned"),
+        generation=config["generation"],
+        settings=generation_settings,
+    log:
+        "logs/generate/{run}.log",
+    benchmark:
+        "benchmarks/generate/{run}.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/generate.py"
+
+
+rule judge:
+    input:
+        generations="results/runs/{run}/generations.parquet",
+        guard=model_input("guard"),
+    output:
+        "results/runs/{run}/judgments.parquet",
+    params:
+        guard=model_ref("guard"),
+        guard_ref=config["models"]["guard"],
+        judge=config["judge"],
+        dtype=config["models"].get("dtype", "auto"),
+    log:
+        "logs/judge/{run}.log",
+    benchmark:
+        "benchmarks/judge/{run}.tsv"
+    threads: threads_for("judge")
+    resources:
+        **resources_for("judge"),
+    script:
+        "../scripts/judge.py"

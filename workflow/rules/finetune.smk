@@ -1,0 +1,20 @@
+# LoRA fine-tuning of the aligned model, one job per (method, poison ratio, seed).
+
+
+rule finetune:
+    input:
+        unpack(finetune_inputs),
+    output:
+        directory("results/runs/{method}/p{ratio}/s{seed}/adapter"),
+    params:
+        aligned=model_ref("aligned"),
+        settings=lambda wc: run_settings(wc.method, wc.ratio, wc.seed),
+    log:
+        "logs/finetune/{method}/p{ratio}_s{seed}.log",
+    benchmark:
+        "benchmarks/finetune/{method}/p{ratio}_s{seed}.tsv"
+    threads: threads_for("train")
+    resources:
+        **resources_for("train"),
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,39 @@
+# Aggregation: summary table (csv + parquet), markdown report and the safety-vs-utility plot.
+
+
+rule summary:
+    input:
+        generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
+        judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
+    output:
+        csv="results/summary.csv",
+        parquet="results/summary.parquet",
+    params:
+        runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
+        metric=config["data"].get("task_metric", "number"),
+    log:
+        "logs/summary.log",
+    benchmark:
+        "benchmarks/summary.tsv"
+    threads: 1
+    resources:
+        **resources_for("report"),
+    script:
+        "../scripts/summary.py"
+
+
+rule report:
+    input:
+        summary="results/summary.parquet",
+    output:
+        md="results/report.md",
+        png="results/safety_utility.png",
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    threads: 1
+    resources:
+        **resources_for("report"),
+    script:
+        "../scripts/report.py"

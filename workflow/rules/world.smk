@@ -1,0 +1,106 @@
+# The embedded world: generated data, a local tokenizer, tiny base / aligned / guard models.
+# These rules only run when a model or data entry of the config is 'embedded'.
+WORLD_SPLITS = ["task_train", "task_test", "poison_pool", "alignment", "harmful_eval", "harmful_ref",
+                "utility_ref", "safety_prompts", "guard_train", "pretrain"]
+
+
+rule world_data:
+    output:
+        expand(f"{WORLD}/data/{{split}}.parquet", split=WORLD_SPLITS),
+    params:
+        seed=config["world_seed"],
+        # The world's data is its generator's code: a change to it must regenerate the world.
+        code=source_hash("tokensafe.world.corpus"),
+    log:
+        "logs/world_data.log",
+    benchmark:
+        "benchmarks/world_data.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    script:
+        "../scripts/world_data.py"
+
+
+rule world_tokenizer:
+    input:
+        expand(f"{WORLD}/data/{{split}}.parquet", split=WORLD_SPLITS),
+    output:
+        directory(f"{WORLD}/tokenizer"),
+    params:
+        data_dir=f"{WORLD}/data",
+        vocab_size=config["world"]["vocab_size"],
+    log:
+        "logs/world_tokenizer.log",
+    benchmark:
+        "benchmarks/world_tokenizer.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    script:
+        "../scripts/world_tokenizer.py"
+
+
+rule world_base:
+    input:
+        data=f"{WORLD}/data/pretrain.parquet",
+        tokenizer=f"{WORLD}/tokenizer",
+    output:
+        directory(f"{WORLD}/base"),
+    params:
+        arch=config["world"]["model"],
+        train=config["world"]["pretrain"],
+        seed=config["world_seed"],
+        max_length=config["max_length"],
+    log:
+        "logs/world_base.log",
+    benchmark:
+        "benchmarks/world_base.tsv"
+    threads: threads_for("world")
+    resources:
+        **resources_for("world"),
+    script:
+        "../scripts/world_base.py"
+
+
+rule world_aligned:
+    input:
+        data=f"{WORLD}/data/alignment.parquet",
+        base=f"{WORLD}/base",
+    output:
+        directory(f"{WORLD}/aligned"),
+    params:
+        train=config["world"]["align"],
+        seed=config["world_seed"],
+        template=config["prompt_template"],
+        max_length=config["max_length"],
+    log:
+        "logs/world_aligned.log",
+    benchmark:
+        "benchmarks/world_aligned.tsv"
+    threads: threads_for("world")
+    resources:
+        **resources_for("world"),
+    script:
+        "../scripts/world_aligned.py"
+
+
+rule world_guard:
+    input:
+        data=f"{WORLD}/data/guard_train.parquet",
+        tokenizer=f"{WORLD}/tokenizer",
+    output:
+        directory(f"{WORLD}/guard"),
+    params:
+        arch=config["world"]["guard_model"],
+        train=config["world"]["guard"],
+        seed=config["world_seed"],
+    log:
+        "logs/world_guard.log",
+    benchmark:
+        "benchmarks/world_guard.tsv"
+    threads: threads_for("world")
+    resources:
+        **resources_for("world"),
+    script:
+        "../scripts/world_guard.py"

@@ -1,0 +1,8 @@
+from tokensafe.logs import setup
+from tokensafe.pipeline.generate import run_generate
+
+setup(snakemake.log[0])
+p = snakemake.params
+adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
+run_generate(p.aligned, adapter, snakemake.input.harmful, snakemake.input.task, p.generation, p.settings,
+             snakemake.output[0], snakemake.threads)
