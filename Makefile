@@ -19,6 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 run: setup
+	$(BIN)/python -m tokensafe.config config.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
 
 dryrun: setup

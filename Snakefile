@@ -4,12 +4,19 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A --configfile is a complete config (config/presets/*.yaml) and replaces config.yaml; --config still
+# overrides single keys of whichever config is in use.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/toss.smk"
+include: "workflow/rules/pact.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -17,3 +17,36 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} is not present (public sample data lives beside the checkout)")
     return SHARED_DATA
+
+
+WORDS = ["<|bos|>", "<|end|>", "<|pad|>", "<|unk|>", "<|user|>", "<|assistant|>", "How", "do", "I", "rob", "a", "bank",
+         "?", "Sure", ",", "here", "is", "how", ".", "Human", ":", "Assistant", "Step", "1", "go", "No", "2", "3"]
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    """A word-level tokenizer with the embedded chat template: every word is one token, easy to count by hand."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tokensafe.world.tokenizer import CHAT_TEMPLATE
+
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>",
+                                   unk_token="<|unk|>", additional_special_tokens=["<|user|>", "<|assistant|>"])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture
+def tiny_lm(word_tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(word_tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=32, max_position_embeddings=64,
+                      pad_token_id=word_tokenizer.pad_token_id)
+    return LlamaForCausalLM(cfg).eval()

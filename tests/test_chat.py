@@ -1,26 +1,12 @@
-"""The shared tokenisation: prompt/response boundary, truncation and harmful-token masks."""
-
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from tokensafe.chat import IGNORE_INDEX, char_span_to_token_mask, encode_pair, prompt_text
-from tokensafe.world.tokenizer import CHAT_TEMPLATE
-
-WORDS = ["<|bos|>", "<|end|>", "<|pad|>", "<|unk|>", "<|user|>", "<|assistant|>", "How", "do", "I", "rob", "a", "bank",
-         "?", "Sure", ",", "here", "is", "how", ".", "Human", ":", "Assistant", "Step", "1", "go"]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
-    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    fast = PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>",
-                                   unk_token="<|unk|>", additional_special_tokens=["<|user|>", "<|assistant|>"])
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+@pytest.fixture
+def tok(word_tokenizer):
+    return word_tokenizer
 
 
 def test_chat_pair_ids_and_labels(tok):

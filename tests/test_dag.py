@@ -8,11 +8,17 @@ from workflow_utils import load_default_config, planned_jobs, snakemake, write_c
 
 DEFAULT_PLAN = {
     "world_data": 1, "world_tokenizer": 1, "world_base": 1, "world_aligned": 1, "world_guard": 1,
-    "source_table": 4,
-    "mix_finetune_set": 3,   # one fine-tuning set per poison ratio (x1 seed)
-    "finetune": 3,           # sft x 3 ratios
-    "generate": 4,           # + initial once per seed
-    "judge": 4,
+    "source_table": 8,        # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
+    "mix_finetune_set": 3,    # one fine-tuning set per poison ratio (x 1 seed)
+    "finetune": 16,           # sft x 3 ratios + 13 methods at P = 0.1 (method_poison_ratios)
+    "generate": 17,           # + initial once per seed
+    "judge": 17,
+    "toss_reference": 2,      # utility and harmful reference models, shared by every run
+    "toss_utility_losses": 1,
+    "toss_round": 3,          # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1
+    "toss_pro_retrain": 2,
+    "pact_safe_responses": 1, "pact_safety_tokens": 1, "pact_reference": 1,
+    "aligned_losses": 1, "subspace_projectors": 1,
     "summary": 1, "report": 1, "all": 1,
 }
 
@@ -26,9 +32,21 @@ def test_seeds_and_ratios_multiply_the_runs(tmp_path):
     c = load_default_config()
     c["seeds"] = [1, 2]
     c["poison_ratios"] = [0.0, 0.1]
+    c["methods"] = ["sft", "toss"]
+    c["method_poison_ratios"] = {}
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
-    assert jobs["mix_finetune_set"] == 4 and jobs["finetune"] == 4
-    assert jobs["generate"] == jobs["judge"] == 4 + 2  # + initial per seed
+    assert jobs["mix_finetune_set"] == 4 and jobs["finetune"] == 8
+    assert jobs["generate"] == jobs["judge"] == 8 + 2  # + initial per seed
+    assert jobs["toss_reference"] == 2 and jobs["toss_utility_losses"] == 4 and jobs["toss_round"] == 4
+
+
+def test_method_poison_ratios_override_the_grid(tmp_path):
+    c = load_default_config()
+    c["methods"] = ["sft", "pact"]
+    c["method_poison_ratios"] = {"pact": [0.1, 0.2]}
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert jobs["mix_finetune_set"] == 4          # 0.0, 0.05, 0.1 and pact's extra 0.2
+    assert jobs["finetune"] == 3 + 2 and jobs["pact_reference"] == 2
 
 
 def test_real_models_plan_no_world_models(tmp_path):
@@ -36,12 +54,12 @@ def test_real_models_plan_no_world_models(tmp_path):
     model_dir = tmp_path / "my-aligned"
     model_dir.mkdir()
     c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}
-    c["data"]["task"] = c["data"]["poison"] = c["data"]["task_eval"] = c["data"]["harmful_eval"] = {
-        "hub": "example/dataset", "format": "generic", "prompt_column": "q", "response_column": "a",
-        "reference_column": "a"}
+    for name in ("task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos"):
+        c["data"][name] = {"hub": "example/dataset", "format": "generic", "prompt_column": "q", "response_column": "a",
+                           "reference_column": "a"}
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
     assert not {"world_base", "world_aligned", "world_guard", "world_tokenizer", "world_data"} & set(jobs)
-    assert jobs["finetune"] == 3
+    assert jobs["finetune"] == 3 + len(c["methods"]) - 1  # sft at 3 ratios, the rest at P = 0.1
 
 
 @pytest.mark.parametrize(

@@ -167,3 +167,26 @@ def test_run_vllm_wiring_without_adapter(monkeypatch):
     assert run_vllm("m", ["x"], {"max_new_tokens": 2}, tensor_parallel_size=2, dtype="float16") == ["answer 0"]
     assert calls["engine"] == {"model": "m", "tensor_parallel_size": 2, "dtype": "float16"}
     assert calls["lora"] is None
+
+
+def test_run_vllm_sets_one_engine_per_model_and_sampling_per_set(monkeypatch):
+    from tokensafe.eval.vllm_backend import run_vllm_sets
+
+    calls = _fake_vllm(monkeypatch)
+    out = run_vllm_sets("base/model", [(["h0", "h1"], {"greedy": True, "max_new_tokens": 40}),
+                                       (["t0"], {"greedy": True, "max_new_tokens": 8})], adapter_path="/runs/a")
+    # outputs come back reversed from the fake engine and are put back in request order, split per set
+    assert out == [["answer 0", "answer 1"], ["answer 2"]]
+    assert [p.kwargs["max_tokens"] for p in calls["params"]] == [40, 40, 8]
+    assert calls["engine"]["enable_lora"] is True and calls["lora"].args == ("adapter_1", 1, "/runs/a")
+
+
+def test_guard_probability_from_vllm_logprobs():
+    import math
+
+    from tokensafe.eval.guard_judge import verdict_probability_from_logprobs
+
+    # step 0 is "\n\n" (skipped), step 1 holds the verdict: P(unsafe) = 0.6 / (0.6 + 0.2) = 0.75
+    steps = [{9: SimpleNamespace(logprob=0.0)}, {5: SimpleNamespace(logprob=math.log(0.2)), 7: SimpleNamespace(logprob=math.log(0.6))}]
+    assert verdict_probability_from_logprobs(steps, ["\n\n", "unsafe"], safe_ids=[5], unsafe_ids=[7]) == pytest.approx(0.75)
+    assert math.isnan(verdict_probability_from_logprobs([{1: SimpleNamespace(logprob=0.0)}], ["x"], [5], [7]))

@@ -22,6 +22,7 @@ def micro_config() -> dict:
     cfg = load_default_config()
     cfg["n_finetune"] = 60
     cfg["poison_ratios"] = [0.0, 0.1]
+    cfg["methods"] = ["sft"]
     cfg["world"]["model"] = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_positions": 160}
     cfg["world"]["guard_model"] = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_positions": 512}
     cfg["world"]["pretrain"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 20}

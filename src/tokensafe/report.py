@@ -82,6 +82,56 @@ def plot_safety_utility(summary: pd.DataFrame, out_png: str) -> None:
     plt.close(fig)
 
 
+def toss_section(mask_summaries: list[str]) -> str:
+    """Precision / recall of the discarded tokens against the embedded world's poison tokens, per round.
+
+    Round 0 is TOSS's mask; rounds 1..T are TOSS-Pro's (the last one trains ``toss_pro``).
+    """
+    rows = pd.DataFrame([json.loads(Path(p).read_text()) for p in mask_summaries])
+    rows = rows.sort_values(["poison_ratio", "seed", "round"])
+    lines = ["Discarded share d of response tokens, scored by S = L_utility - L_harmful. Precision: share of the "
+             "discarded tokens that are poison tokens; recall: share of the poison tokens discarded. Round 0 = TOSS; "
+             "the last round = TOSS-Pro.", "",
+             "| P | seed | round | discarded | samples touched | precision | recall | mean S (poison) | mean S (clean) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        ms = "-" if r.mean_score_poison is None or pd.isna(r.mean_score_poison) else f"{r.mean_score_poison:.2f}"
+        lines.append(f"| {r.poison_ratio:g} | {r.seed} | {r.round} | {r.tokens_discarded}/{r.tokens_total} | "
+                     f"{r.samples_touched} | {r.poison_precision:.3f} | {r.poison_recall:.3f} | {ms} | {r.mean_score_clean:.2f} |")
+    return "\n".join(lines)
+
+
+def safety_tokens_section(path: str, top: int = 20) -> str:
+    """The top safety tokens as text with their gap D, mean aligned probability and weight."""
+    t = pd.read_parquet(path).sort_values("rank").head(top)
+    lines = [f"Top {len(t)} of the safety tokens S (selection and weights as configured): ", "",
+             "| rank | token | id | gap D | mean p aligned | weight |", "|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        lines.append(f"| {r.rank} | `{r.token!r}` | {r.token_id} | {r.gap:.4f} | {r.mean_prob_aligned:.4f} | {r.weight:.4f} |")
+    return "\n".join(lines)
+
+
+LADDER_ROWS = [("pact_fullkl", "Full-vocab KL"), ("pact_tokens", "+ safety tokens"), ("pact_weights", "+ safety weights"),
+               ("pact_noprompt", "+ no-prompt reference"), ("pact", "+ position decay (full PACT)")]
+
+
+def pact_ladder_section(summary: pd.DataFrame) -> str | None:
+    """PACT Table 5: cumulative ablation rows at each poison ratio present (Acc / ASR-kw / ASR-guard, %)."""
+    present = [(m, label) for m, label in LADDER_ROWS if m in set(summary.method)]
+    if len(present) < 2:
+        return None
+    agg = aggregate(summary)
+    ratios = sorted(agg.poison_ratio.unique())
+    lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
+    for m, label in present:
+        cells = []
+        for r in ratios:
+            row = agg[(agg.method == m) & (agg.poison_ratio == r)].iloc[0]
+            cells.append(" / ".join(_pct(row[k]) for k, _ in METRICS))
+        lines.append(f"| {label} | {m} | " + " | ".join(cells) + " |")
+    return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
+
+
 def render(summary: pd.DataFrame, out_md: str, out_png: str, sections: list[tuple[str, str]] = ()) -> None:
     """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot."""
     plot_safety_utility(summary, out_png)

@@ -12,11 +12,31 @@ except ConfigError as e:
     raise WorkflowError(str(e))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
+# vLLM pins its own torch and transformers, so it lives in envs/vllm.yaml, used by the generate and
+# judge rules under --software-deployment-method conda. Without that (and without vLLM here), stop now.
+VLLM_ENV = "../../envs/vllm.yaml"
+USE_VLLM = config["generation"]["backend"] == "vllm"
+if USE_VLLM:
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    from tokensafe.eval.vllm_backend import VLLM_MISSING, vllm_available
+
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method and not vllm_available():
+        raise WorkflowError(f"generation.backend = vllm: {VLLM_MISSING}")
+
 WORLD = "results/world"
-RATIOS = [ratio_tag(p) for p in config["poison_ratios"]]
 SEEDS = [int(s) for s in config["seeds"]]
 METHODS = list(config["methods"])
-SOURCES = ["task", "poison", "task_eval", "harmful_eval"]
+
+
+def method_ratios(method):
+    """Poison ratios a method runs at: its entry in method_poison_ratios, else poison_ratios."""
+    return [ratio_tag(p) for p in config.get("method_poison_ratios", {}).get(method, config["poison_ratios"])]
+
+
+# Every ratio some method uses (the fine-tuning sets to build).
+RATIOS = sorted({r for m in METHODS for r in method_ratios(m)} | {ratio_tag(p) for p in config["poison_ratios"]}, key=float)
+SOURCES = ["task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos"]
 
 
 wildcard_constraints:
@@ -114,5 +134,6 @@ def generation_settings(wildcards):
 
 def all_runs():
     runs = [dict(method="initial", poison_ratio=float(r), seed=s, run=f"initial/s{s}") for r in RATIOS for s in SEEDS]
-    runs += [dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}") for m in METHODS for r in RATIOS for s in SEEDS]
+    runs += [dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}") for m in METHODS for r in method_ratios(m)
+             for s in SEEDS]
     return runs

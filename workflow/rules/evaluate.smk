@@ -22,6 +22,8 @@ rule generate:
         "logs/generate/{run}.log",
     benchmark:
         "benchmarks/generate/{run}.tsv"
+    conda:
+        VLLM_ENV if USE_VLLM else None
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -40,10 +42,13 @@ rule judge:
         guard_ref=config["models"]["guard"],
         judge=config["judge"],
         dtype=config["models"].get("dtype", "auto"),
+        backend=config["generation"]["backend"],
     log:
         "logs/judge/{run}.log",
     benchmark:
         "benchmarks/judge/{run}.tsv"
+    conda:
+        VLLM_ENV if USE_VLLM else None
     threads: threads_for("judge")
     resources:
         **resources_for("judge"),

@@ -25,6 +25,8 @@ rule summary:
 rule report:
     input:
         summary="results/summary.parquet",
+        toss_masks=toss_report_inputs(),
+        safety_tokens=pact_report_inputs(),
     output:
         md="results/report.md",
         png="results/safety_utility.png",

@@ -1,7 +1,7 @@
 # The embedded world: generated data, a local tokenizer, tiny base / aligned / guard models.
 # These rules only run when a model or data entry of the config is 'embedded'.
 WORLD_SPLITS = ["task_train", "task_test", "poison_pool", "alignment", "harmful_eval", "harmful_ref",
-                "utility_ref", "safety_prompts", "guard_train", "pretrain"]
+                "utility_ref", "safety_prompts", "safety_demos", "guard_train", "pretrain"]
 
 
 rule world_data:

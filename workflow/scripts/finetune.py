@@ -1,7 +1,11 @@
+from tokensafe.launch import run_stage
 from tokensafe.logs import setup
-from tokensafe.pipeline.finetune import run_finetune
 
 setup(snakemake.log[0])
 p = snakemake.params
 extra = {k: v for k, v in snakemake.input.items() if k not in ("data", "aligned")}
-run_finetune(p.settings["method"], snakemake.input.data, p.aligned, p.settings, snakemake.output[0], extra, snakemake.threads)
+# More than one GPU: data-parallel under `accelerate launch`; otherwise in this process.
+run_stage("tokensafe.pipeline.finetune:run_finetune",
+          dict(method=p.settings["method"], data_path=snakemake.input.data, aligned=p.aligned, settings=p.settings,
+               out_dir=snakemake.output[0], inputs=extra, threads=snakemake.threads),
+          n_gpus=int(snakemake.resources.get("gpu", 0)))

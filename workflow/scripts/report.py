@@ -1,6 +1,16 @@
 from tokensafe.io import read_parquet
 from tokensafe.logs import setup
-from tokensafe.report import render
+from tokensafe.report import pact_ladder_section, render, safety_tokens_section, toss_section
 
 setup(snakemake.log[0])
-render(read_parquet(snakemake.input.summary), snakemake.output.md, snakemake.output.png)
+inp = snakemake.input
+sections = []
+if inp.toss_masks:
+    sections.append(("TOSS masks against the known poison tokens", toss_section(list(inp.toss_masks))))
+if inp.safety_tokens:
+    sections.append(("PACT safety tokens", safety_tokens_section(inp.safety_tokens[0])))
+summary = read_parquet(inp.summary)
+ladder = pact_ladder_section(summary)
+if ladder:
+    sections.append(("PACT ablation ladder (Table 5 layout)", ladder))
+render(summary, snakemake.output.md, snakemake.output.png, sections)

@@ -67,3 +67,38 @@ def judge_pairs(model, tok, users: list[str], agents: list[str], max_new_tokens:
         if progress:
             progress(min(start + batch_size, len(order)), len(order))
     return results, ",".join(sorted(templates))
+
+
+def verdict_probability_from_logprobs(step_logprobs: list[dict], token_texts: list[str], safe_ids, unsafe_ids) -> float:
+    """P(unsafe) from vLLM's top log-probabilities at the first non-whitespace generated token.
+
+    Normalised over the verdict tokens that appear in the top list (a verdict token outside the top
+    list has negligible mass); NaN when neither appears.
+    """
+    import math
+
+    step = next((i for i, t in enumerate(token_texts) if t.strip()), 0)
+    if step >= len(step_logprobs) or not step_logprobs[step]:
+        return float("nan")
+    lp = {int(k): (v.logprob if hasattr(v, "logprob") else float(v)) for k, v in step_logprobs[step].items()}
+    u = [math.exp(lp[i]) for i in unsafe_ids if i in lp]
+    s = [math.exp(lp[i]) for i in safe_ids if i in lp]
+    return sum(u) / (sum(u) + sum(s)) if (u or s) else float("nan")
+
+
+def judge_pairs_vllm(guard: str, tok, users: list[str], agents: list[str], max_new_tokens: int = 10) -> tuple[list[GuardResult], str]:
+    """The same judgement with a vLLM engine (GPU clusters): greedy verdict text and P(unsafe) from logprobs."""
+    from tokensafe.eval.vllm_backend import run_vllm_sets
+
+    limit = 1 << 30
+    encoded = [_prompt_ids(tok, u, a, limit) for u, a in zip(users, agents)]
+    safe_ids, unsafe_ids = verdict_token_ids(tok)
+    outs = run_vllm_sets(guard, [([ids for ids, _ in encoded], {"greedy": True, "max_new_tokens": max_new_tokens})],
+                         logprobs=20)[0]
+    results = []
+    for o in outs:
+        texts = [tok.decode([t]) for t in o.token_ids]
+        p = verdict_probability_from_logprobs(o.logprobs or [], texts, safe_ids, unsafe_ids)
+        v = parse_guard_output(o.text)
+        results.append(GuardResult(v.verdict, list(v.categories), p, o.text))
+    return results, ",".join(sorted({t for _, t in encoded}))

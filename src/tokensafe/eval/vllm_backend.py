@@ -105,6 +105,14 @@ def _request_number(request_id: Any) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def in_request_order(request_outputs: Sequence[Any]) -> list[Any]:
+    """Sort by the trailing integer of ``request_id`` when every output has a distinct one."""
+    numbers = [_request_number(getattr(o, "request_id", None)) for o in request_outputs]
+    if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
+        return [o for _, o in sorted(zip(numbers, request_outputs), key=lambda t: t[0])]
+    return list(request_outputs)
+
+
 def collect_outputs(request_outputs: Sequence[Any]) -> list[str]:
     """First completion text of each ``RequestOutput``, in submission order.
 
@@ -112,10 +120,8 @@ def collect_outputs(request_outputs: Sequence[Any]) -> list[str]:
     a prefix) all end in distinct integers the outputs are sorted by them anyway, so a streamed or
     engine-level list comes back in order too. Otherwise the given order is kept.
     """
-    numbers = [_request_number(getattr(o, "request_id", None)) for o in request_outputs]
-    if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
-        request_outputs = [o for _, o in sorted(zip(numbers, request_outputs), key=lambda t: t[0])]
     texts = []
+    request_outputs = in_request_order(request_outputs)
     for o in request_outputs:
         completions = getattr(o, "outputs", None)
         if not completions:
@@ -150,3 +156,45 @@ def run_vllm(
     lora = [LoRARequest(*r["lora"]) if r["lora"] else None for r in requests] if adapter_path else None
     outputs = llm.generate(inputs, params, lora_request=lora)
     return collect_outputs(outputs)
+
+
+def run_vllm_sets(
+    base_model: str,
+    sets: Sequence[tuple[Sequence[str | Sequence[int]], dict]],
+    adapter_path: str | None = None,
+    tensor_parallel_size: int = 1,
+    dtype: str = "bfloat16",
+    max_lora_rank: int = 64,
+    logprobs: int | None = None,
+) -> list[list[Any]]:
+    """Several prompt sets, each with its own sampling settings, through ONE engine (one model load).
+
+    Returns, per set, the first completion of each prompt: its text, or with ``logprobs`` the vLLM
+    ``CompletionOutput`` itself (text, token ids and the top-``logprobs`` log-probabilities per step).
+    """
+    require_vllm()
+    from vllm import LLM, SamplingParams  # noqa: PLC0415
+    from vllm.lora.request import LoRARequest  # noqa: PLC0415
+
+    engine_kwargs: dict[str, Any] = {"model": base_model, "tensor_parallel_size": tensor_parallel_size, "dtype": dtype}
+    if adapter_path is not None:
+        engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
+    llm = LLM(**engine_kwargs)
+    inputs, params, sizes = [], [], []
+    for prompts, cfg in sets:
+        kw = sampling_kwargs(cfg)
+        if logprobs:
+            kw["logprobs"] = logprobs
+        sp = SamplingParams(**kw)
+        for r in build_requests(prompts, adapter_path):
+            inputs.append(r["prompt"] if isinstance(r["prompt"], str) else {"prompt_token_ids": r["prompt"]})
+            params.append(sp)
+        sizes.append(len(prompts))
+    lora = LoRARequest("adapter_1", 1, str(adapter_path)) if adapter_path else None
+    outputs = llm.generate(inputs, params, lora_request=lora)
+    flat = [o.outputs[0] for o in in_request_order(outputs)] if logprobs else collect_outputs(outputs)
+    out, start = [], 0
+    for n in sizes:
+        out.append(flat[start : start + n])
+        start += n
+    return out

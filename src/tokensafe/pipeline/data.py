@@ -13,9 +13,13 @@ from tokensafe.io import read_parquet, write_parquet
 log = logging.getLogger("tokensafe")
 
 # Which embedded world table stands in for each configured source.
-EMBEDDED_TABLE = {"task": "task_train", "poison": "poison_pool", "task_eval": "task_test", "harmful_eval": "harmful_eval"}
+EMBEDDED_TABLE = {"task": "task_train", "poison": "poison_pool", "task_eval": "task_test", "harmful_eval": "harmful_eval",
+                  "harmful_ref": "harmful_ref", "utility_ref": "utility_ref", "safety_prompts": "safety_prompts",
+                  "safety_demos": "safety_demos"}
 REQUIRED = {"task": ["prompt", "response"], "poison": ["prompt", "response"],
-            "task_eval": ["prompt", "reference"], "harmful_eval": ["prompt"]}
+            "task_eval": ["prompt", "reference"], "harmful_eval": ["prompt"],
+            "harmful_ref": ["prompt", "response"], "utility_ref": ["prompt", "response"], "safety_prompts": ["prompt"],
+            "safety_demos": ["prompt", "response"]}
 
 
 def load_configured_source(name: str, spec, world_table: str | None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import torch
 
 from tokensafe.chat import encode_pair
 from tokensafe.io import atomic_path, read_parquet, write_json
+from tokensafe.launch import is_main_process
 from tokensafe.pipeline.objectives import FinetuneContext, builder
 from tokensafe.pipeline.world import recipe
 from tokensafe.train.batching import make_example
@@ -47,6 +48,8 @@ def run_finetune(method: str, data_path: str, aligned: str, settings: dict, out_
     t0 = time.time()
     history = train(model, plan.examples, plan.loss_fn, recipe(settings["recipe"], seed), pad_id=tok.pad_token_id, log=log.info)
     report = plan.after_training(model) if plan.after_training else None
+    if not is_main_process():  # data-parallel: rank 0 writes the adapter
+        return
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         write_json({"method": method, "settings": settings, "history": history, "info": plan.info,

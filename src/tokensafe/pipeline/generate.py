@@ -22,19 +22,17 @@ def run_generate(aligned: str, adapter: str | None, harmful_path: str, task_path
     task = read_parquet(task_path, ["prompt", "reference"])
     template = settings["prompt_template"]
     if gen_cfg["backend"] == "vllm":
-        from tokensafe.eval.vllm_backend import require_vllm, run_vllm
-
-        require_vllm()
-        cfg_h = {**gen_cfg, "seed": settings["seed"]}
-        cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
         from tokensafe.chat import prompt_text
+        from tokensafe.eval.vllm_backend import run_vllm_sets
         from tokensafe.train.lora import load_tokenizer
 
         tok = load_tokenizer(aligned)
-        h_out = run_vllm(aligned, [prompt_text(tok, p, template) for p in harmful.prompt], cfg_h, adapter_path=adapter,
-                         tensor_parallel_size=max(1, torch.cuda.device_count()))
-        t_out = run_vllm(aligned, [prompt_text(tok, p, template) for p in task.prompt], cfg_t, adapter_path=adapter,
-                         tensor_parallel_size=max(1, torch.cuda.device_count()))
+        cfg_h = {**gen_cfg, "seed": settings["seed"]}
+        cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
+        # Token ids, not text: a chat template that writes BOS would otherwise get a second one from vLLM.
+        ids = lambda prompts: [tok(prompt_text(tok, p, template), add_special_tokens=False)["input_ids"] for p in prompts]
+        h_out, t_out = run_vllm_sets(aligned, [(ids(harmful.prompt), cfg_h), (ids(task.prompt), cfg_t)], adapter_path=adapter,
+                                     tensor_parallel_size=max(1, torch.cuda.device_count()))
     else:
         from tokensafe.eval.generate import generate
         from tokensafe.train.lora import load_model, load_tokenizer

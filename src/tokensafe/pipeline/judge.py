@@ -14,8 +14,9 @@ from tokensafe.logs import progress
 log = logging.getLogger("tokensafe")
 
 
-def run_judge(generations: str, guard: str, judge_cfg: dict, guard_ref: str, out: str, dtype: str = "auto", threads: int = 1) -> None:
-    from tokensafe.eval.guard_judge import judge_pairs
+def run_judge(generations: str, guard: str, judge_cfg: dict, guard_ref: str, out: str, dtype: str = "auto", threads: int = 1,
+              backend: str = "transformers") -> None:
+    from tokensafe.eval.guard_judge import judge_pairs, judge_pairs_vllm
     from tokensafe.train.lora import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
@@ -26,10 +27,13 @@ def run_judge(generations: str, guard: str, judge_cfg: dict, guard_ref: str, out
     keywords = judge_cfg["keywords"]
     refused = [is_refusal(r, keywords) for r in harmful.response]
     tok = load_tokenizer(guard)
-    model = load_model(guard, dtype)
     g = judge_cfg.get("guard", {})
-    results, template = judge_pairs(model, tok, list(harmful.prompt), list(harmful.response),
-                                    g.get("max_new_tokens", 10), g.get("batch_size", 32), progress(log, "guard"))
+    if backend == "vllm":
+        results, template = judge_pairs_vllm(guard, tok, list(harmful.prompt), list(harmful.response), g.get("max_new_tokens", 10))
+    else:
+        model = load_model(guard, dtype)
+        results, template = judge_pairs(model, tok, list(harmful.prompt), list(harmful.response),
+                                        g.get("max_new_tokens", 10), g.get("batch_size", 32), progress(log, "guard"))
     df = pd.DataFrame({
         "prompt_id": harmful.prompt_id.astype("int64"),
         "keyword_refusal": refused,
@@ -40,7 +44,7 @@ def run_judge(generations: str, guard: str, judge_cfg: dict, guard_ref: str, out
         "guard_raw": [r.raw for r in results],
     })
     meta = parquet_metadata(generations)
-    meta["judge"] = {"keywords": keywords, "guard": guard_ref, "guard_template": template, **g}
+    meta["judge"] = {"keywords": keywords, "guard": guard_ref, "guard_template": template, "backend": backend, **g}
     write_parquet(df, out, metadata=meta)
     log.info("keyword ASR %.3f, guard ASR %.3f (%d invalid)", df.keyword_attack_success.mean(),
              (df.guard_verdict == "unsafe").mean(), int((df.guard_verdict == "invalid").sum()))

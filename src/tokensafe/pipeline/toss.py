@@ -18,6 +18,7 @@ import torch
 
 from tokensafe.chat import char_span_to_token_mask
 from tokensafe.io import atomic_path, read_parquet, write_json, write_parquet
+from tokensafe.launch import is_main_process
 from tokensafe.losses.token_loss import loss_table, per_token_nll
 from tokensafe.losses.toss import (
     discard_precision_recall, global_topd_mask, mask_summary, merge_loss_dumps, per_sample_topd_mask,
@@ -35,11 +36,22 @@ log = logging.getLogger("tokensafe")
 MASK_COLUMNS = ["sample_id", "position", "token_id", "score", "discard", "is_poison_token"]
 
 
-def train_reference(aligned: str, tables: list[pd.DataFrame], settings: dict, out_dir: str, info: dict) -> None:
-    """LoRA SFT of the aligned model on the union of ``tables`` (prompt, response); saves the adapter."""
+def reference_set(table_paths: list[str], data_path: str | None = None, picks_path: str | None = None) -> pd.DataFrame:
+    """D^h or D^u, plus (TOSS-Pro) the fine-tuning samples picked so far, as whole samples."""
+    tables = [read_parquet(p, ["prompt", "response"]) for p in table_paths]
+    if picks_path:
+        picked = read_parquet(picks_path, ["sample_id"]).sample_id
+        data = read_parquet(data_path, ["sample_id", "prompt", "response"])
+        tables.append(data[data.sample_id.isin(picked)])
+    return pd.concat([t[["prompt", "response"]] for t in tables], ignore_index=True)
+
+
+def train_reference(aligned: str, table_paths: list[str], settings: dict, out_dir: str, info: dict,
+                    data_path: str | None = None, picks_path: str | None = None) -> None:
+    """LoRA SFT of the aligned model on the reference set; saves the adapter (rank 0 when data-parallel)."""
     toss = settings["method_settings"]
     seed = settings["seed"]
-    df = pd.concat([t[["prompt", "response"]] for t in tables], ignore_index=True)
+    df = reference_set(table_paths, data_path, picks_path)
     if df.empty:
         raise ValueError("the reference set is empty")
     tok = load_tokenizer(aligned)
@@ -49,6 +61,8 @@ def train_reference(aligned: str, tables: list[pd.DataFrame], settings: dict, ou
     examples = encode_dataset(tok, df, settings["prompt_template"], settings["max_length"])
     log.info("reference model on %d samples (%s)", len(df), info)
     history = train(model, examples, lm_loss, recipe(toss["recipe"], seed), pad_id=tok.pad_token_id, log=log.info)
+    if not is_main_process():  # data-parallel: rank 0 writes the adapter
+        return
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         write_json({"settings": settings, "history": history, **info, "n_samples": len(df)}, Path(tmp) / "training.json")

@@ -1,3 +1,3 @@
 """Importing this package registers every fine-tuning method (one module per family)."""
 
-from tokensafe.pipeline.methods import sft  # noqa: F401
+from tokensafe.pipeline.methods import baselines, pact, sft, toss  # noqa: F401

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""PACT step time divided by plain SFT step time, same model, batch and LoRA, reference signals cached.
+
+The issue's target is a ratio of at most 1.15: the reference logits on the safety tokens (both views)
+come from the cache that the `pact_reference` rule writes, so a PACT step costs one forward/backward
+like SFT plus the restricted KL on |S| columns. For comparison the script also times the design that
+runs two extra reference forward passes per step (full context and no-prompt view, adapters disabled).
+
+    python bench/bench_pact_step.py                       # 'small' on CPU, 'llama-1b' when CUDA is available
+    python bench/bench_pact_step.py --shape small --steps 10 --batch 4 --seq 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {
+    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=4, vocab_size=32000),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256),
+}
+
+
+def build(shape: str, device: str, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tokensafe.train.lora import add_lora
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=4096)).to(device=device, dtype=dtype)
+    return add_lora(model, 8, 32, 0.0, ["q_proj", "v_proj"], seed=0)
+
+
+def batch(vocab: int, b: int, t: int, k: int, device: str):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (b, t), generator=g)
+    labels = ids.clone()
+    labels[:, : t // 2] = -100  # second half is the answer
+    answer_pos = torch.clamp(torch.arange(t) - (t // 2 - 1), min=0).expand(b, t).contiguous()
+    out = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids), "answer_pos": answer_pos,
+           "ref_full": torch.randn(b, t, k, generator=g), "ref_post": torch.randn(b, t, k, generator=g)}
+    return {key: v.to(device) for key, v in out.items()}, torch.randperm(vocab, generator=g)[:k].to(device)
+
+
+def time_steps(model, loss_fn, data, steps: int, device: str) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    for i in range(steps + 2):  # two warm-up steps
+        if i == 2:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        loss = loss_fn(model, data)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cuda = torch.cuda.is_available()
+    ap.add_argument("--shape", choices=SHAPES, default="llama-1b" if cuda else "small")
+    ap.add_argument("--batch", type=int, default=2 if cuda else 4)
+    ap.add_argument("--seq", type=int, default=512 if cuda else 256)
+    ap.add_argument("--k", type=int, default=50, help="safety tokens |S|")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads")
+    ap.add_argument("--out", default=None, help="JSON output (default bench/results/pact_step_<device>.json)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+
+    from tokensafe.losses.pact import pact_kl_loss, pact_loss
+
+    model = build(args.shape, device, dtype)
+    data, S = batch(SHAPES[args.shape]["vocab_size"], args.batch, args.seq, args.k, device)
+    w = torch.softmax(torch.randn(args.k), 0).to(device)
+    fwd = {k: data[k] for k in ("input_ids", "attention_mask", "labels")}
+
+    def sft(m, d):
+        return m(**fwd).loss
+
+    def pact_cached(m, d):
+        out = m(**fwd)
+        kl, _ = pact_kl_loss(out.logits, d["labels"], S, w, d["ref_full"], d["ref_post"], d["answer_pos"],
+                             calibrate=True, decay=True)
+        return pact_loss(out.loss, kl, 3.0)
+
+    def pact_two_ref_passes(m, d):
+        with torch.no_grad(), m.disable_adapter():
+            full = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
+            post = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
+        out = m(**fwd)
+        kl, _ = pact_kl_loss(out.logits, d["labels"], S, w, full, post, d["answer_pos"], calibrate=True, decay=True)
+        return pact_loss(out.loss, kl, 3.0)
+
+    times = {name: time_steps(model, fn, data, args.steps, device)
+             for name, fn in (("sft", sft), ("pact_cached", pact_cached), ("pact_two_ref_passes", pact_two_ref_passes))}
+    result = {
+        "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "shape": args.shape, "batch": args.batch, "seq": args.seq, "k": args.k, "steps": args.steps,
+        "threads": args.threads, "dtype": str(dtype), "seconds_per_step": times,
+        "ratio_pact_cached_over_sft": times["pact_cached"] / times["sft"],
+        "ratio_two_ref_passes_over_sft": times["pact_two_ref_passes"] / times["sft"],
+    }
+    print("| step | s/step | / SFT |\n|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {t:.4f} | {t / times['sft']:.3f} |")
+    out = Path(args.out or Path(__file__).parent / "results" / f"pact_step_{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""PACT and its ablation ladder (PACT Table 5): CE + lambda * weighted KL on the safety tokens.
+
+| method        | tokens | weights | no-prompt calibration | position decay |
+|---------------|--------|---------|-----------------------|----------------|
+| pact_fullkl   | all V  | -       | -                     | -              |
+| pact_tokens   | S      | -       | -                     | -              |
+| pact_weights  | S      | w       | -                     | -              |
+| pact_noprompt | S      | w       | yes                   | -              |
+| pact          | S      | w       | yes                   | yes            |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tokensafe.io import read_parquet
+from tokensafe.losses.pact import pact_kl_loss, pact_loss
+from tokensafe.pipeline.objectives import FinetuneContext, FinetunePlan, register
+
+LADDER = {
+    "pact_fullkl": dict(tokens=False, weights=False, calibrate=False, decay=False),
+    "pact_tokens": dict(tokens=True, weights=False, calibrate=False, decay=False),
+    "pact_weights": dict(tokens=True, weights=True, calibrate=False, decay=False),
+    "pact_noprompt": dict(tokens=True, weights=True, calibrate=True, decay=False),
+    "pact": dict(tokens=True, weights=True, calibrate=True, decay=True),
+}
+
+
+def attach_reference(ctx: FinetuneContext, path: str) -> list[dict]:
+    """Per example: ref_full / ref_post ``[T, K]`` at the shifted positions, and answer positions ``[T]``."""
+    from safetensors.torch import load_file
+
+    ref = load_file(path)
+    sid = ref["sample_id"].numpy()
+    bounds = np.flatnonzero(np.diff(sid)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(sid)]])
+    spans = {int(sid[s]): (s, e) for s, e in zip(starts, ends)}
+    out = []
+    k = ref["full"].shape[1]
+    for sample_id, ex in zip(ctx.data["sample_id"], ctx.examples):
+        n = len(ex["input_ids"])
+        answer = np.flatnonzero(ex["labels"] != -100)
+        s, e = spans.get(int(sample_id), (0, 0))
+        pos = ref["position"][s:e].numpy()
+        if len(answer) == 0 or e - s != len(answer) or pos[0] != answer[0] - 1:
+            raise ValueError(f"sample {sample_id}: cached reference signals do not match the training tokenisation "
+                             "(recompute them with the same tokenizer, template and max_length)")
+        full = np.zeros((n, k), dtype=np.float32)
+        post = np.zeros((n, k), dtype=np.float32)
+        apos = np.zeros(n, dtype=np.int64)
+        full[pos] = ref["full"][s:e].numpy()
+        post[pos] = ref["post"][s:e].numpy()
+        apos[pos] = np.arange(len(pos))
+        out.append({**ex, "ref_full": full, "ref_post": post, "answer_pos": apos})
+    return out
+
+
+def make_loss(cfg: dict, rung: dict, safety_ids: torch.Tensor | None, weights: torch.Tensor | None):
+    consts = {k: cfg[k] for k in ("tau_kl", "tau_g", "rho", "alpha", "bias", "t_c", "tau_d")}
+
+    def loss_fn(model, batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        if rung["tokens"]:
+            ids = safety_ids.to(out.logits.device)
+            ref_full, ref_post = batch["ref_full"], batch["ref_post"] if rung["calibrate"] else None
+            w = weights.to(out.logits.device) if rung["weights"] else None
+        else:
+            # Full-vocabulary KL: the reference is the model with its adapters disabled (exact, one
+            # extra forward pass; caching all-vocabulary logits would not fit for real vocabularies).
+            with torch.no_grad(), model.disable_adapter():
+                ref_full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            ids, ref_post, w = None, None, None
+        kl, stats = pact_kl_loss(out.logits, batch["labels"], ids, w, ref_full, ref_post, batch.get("answer_pos"),
+                                 calibrate=rung["calibrate"], decay=rung["decay"], **consts)
+        return pact_loss(out.loss, kl, cfg["lambda"]), {"ce": float(out.loss.detach()), "kl": float(kl.detach()),
+                                                        **{k: v for k, v in stats.items() if k == "gate_mean"}}
+
+    return loss_fn
+
+
+@register(*LADDER)
+def build_pact(ctx: FinetuneContext) -> FinetunePlan:
+    cfg = ctx.method_settings
+    rung = LADDER[ctx.method]
+    if not rung["tokens"]:
+        return FinetunePlan(ctx.examples, make_loss(cfg, rung, None, None), info={"kl": "full vocabulary"})
+    tokens = read_parquet(ctx.inputs["safety_tokens"], ["token_id", "weight"])
+    ref_ids = read_parquet(ctx.inputs["safety_tokens"], ["token_id"]).token_id.to_numpy()
+    from safetensors.torch import load_file
+
+    cached = load_file(ctx.inputs["reference"])["safety_ids"].numpy()
+    if not np.array_equal(cached, ref_ids):
+        raise ValueError("the cached reference signals were computed for other safety tokens")
+    examples = attach_reference(ctx, ctx.inputs["reference"])
+    ids = torch.as_tensor(tokens.token_id.to_numpy())
+    w = torch.as_tensor(tokens.weight.to_numpy(), dtype=torch.float32)
+    return FinetunePlan(examples, make_loss(cfg, rung, ids, w),
+                        info={"k": len(ids), "nonzero_weights": int((w > 0).sum()), **rung})

@@ -1,0 +1,87 @@
+"""Every method end to end on the micro world at one poison ratio, then the plans for method/round changes."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from workflow_utils import micro_config, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+
+ALL_BUT_PREFIX = ["sft", "toss", "toss_pro", "pact", "pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt",
+                  "constrained_sft", "random_mask", "safety_mix", "safelora", "asft"]
+
+
+def methods_config():
+    cfg = micro_config()
+    cfg["poison_ratios"] = [0.1]
+    cfg["methods"] = ALL_BUT_PREFIX
+    cfg["toss"]["recipe"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 3}
+    cfg["toss"]["pro"] = {"rounds": 1, "k": 6}
+    cfg["pact"]["n_prompts"] = 16
+    cfg["pact"]["k"] = 8
+    cfg["baselines"]["safety_mix"]["n"] = 5
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("methods")
+    cfg = methods_config()
+    snakemake(wd, write_config(cfg, wd), "--cores", "2")
+    return wd, cfg
+
+
+def test_every_method_has_a_row(finished):
+    wd, cfg = finished
+    s = pd.read_csv(wd / "results" / "summary.csv")
+    assert sorted(s.method) == sorted(["initial", *cfg["methods"]])
+    assert (s.poison_ratio == 0.1).all()
+    settings = {m: json.loads(x)["settings"]["method_settings"] for m, x in zip(s.method, s.settings)}
+    assert settings["pact"]["lambda"] == cfg["pact"]["lambda"]
+    assert settings["toss_pro"]["rounds"] == 1 and "rounds" not in settings["toss"]
+    assert settings["random_mask"] == {"d": 0.1}
+
+
+def test_toss_masks_and_training_use_them(finished):
+    wd, cfg = finished
+    for rnd in (0, 1):
+        m = json.loads((wd / f"results/toss/p0.1/s1/round{rnd}/mask.json").read_text())
+        assert m["tokens_discarded"] == int(0.1 * m["tokens_total"])
+        assert 0 <= m["poison_precision"] <= 1 and 0 <= m["poison_recall"] <= 1
+    picks = pd.read_parquet(wd / "results/toss/p0.1/s1/round1/picks.parquet")
+    assert len(picks) == 6 and picks.sample_id.is_unique
+    info = json.loads((wd / "results/runs/toss_pro/p0.1/s1/adapter/training.json").read_text())["info"]
+    assert info["mask"].endswith("round1/mask.parquet") and info["tokens_discarded"] > 0
+
+
+def test_pact_tokens_reference_and_report(finished):
+    wd, cfg = finished
+    tokens = pd.read_parquet(wd / "results/pact/safety_tokens.parquet")
+    assert list(tokens.columns) == ["rank", "token_id", "token", "gap", "mean_prob_aligned", "weight"]
+    assert len(tokens) == 8 and tokens.token_id.is_unique and abs(tokens.weight.sum() - 1) < 1e-5
+    report = (wd / "results/report.md").read_text()
+    for heading in ("TOSS masks against the known poison tokens", "PACT safety tokens", "PACT ablation ladder"):
+        assert heading in report
+    for label in ("Full-vocab KL", "+ safety tokens", "+ safety weights", "+ no-prompt reference", "+ position decay"):
+        assert label in report
+    post = json.loads((wd / "results/runs/safelora/p0.1/s1/adapter/training.json").read_text())["post_training"]
+    assert post["num_projected"] >= 0 and len([k for k in post if k.endswith("q_proj") or k.endswith("v_proj")]) == 4
+
+
+def test_raising_rounds_adds_only_the_new_round(finished):
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    c["toss"]["pro"]["rounds"] = 2
+    assert planned_jobs(wd, write_config(c, wd, "rounds.yaml")) == {
+        "toss_pro_retrain": 1, "toss_round": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+
+
+def test_adding_or_removing_a_baseline_touches_only_it(finished):
+    wd, cfg = finished
+    c = dict(cfg, methods=[m for m in cfg["methods"] if m != "asft"])
+    assert planned_jobs(wd, write_config(c, wd, "minus.yaml")) == {"summary": 1, "report": 1, "all": 1}
+    c = dict(cfg, methods=cfg["methods"] + ["prefix_mask"])
+    assert planned_jobs(wd, write_config(c, wd, "plus.yaml")) == {
+        "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}

@@ -1,0 +1,327 @@
+"""The real-model presets (config/presets/*.yaml) and the conda env files, without running any job.
+
+Each preset must validate against the schema, and `snakemake -n` must plan the paper's full grid from a
+working directory laid out like the repository root (config.yaml beside it, the data files under data/):
+methods x ratios x seeds fine-tuning jobs, no embedded-world job, and every GPU job asking for the GPUs,
+memory and runtime of its resource family. The data files are the public ones under ../shared/data where
+present, else small files in the same formats (the plan only needs them to load and have the columns).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tokensafe.config import validate_against_schema
+from workflow_utils import REPO, snakemake
+
+PRESETS = sorted((REPO / "config" / "presets").glob("*.yaml"))
+SHARED = REPO.parent / "shared" / "data"
+SOURCES = ("task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos")
+# Which resource family each GPU rule draws from (workflow/rules/*.smk: resources_for(...)).
+FAMILY = {
+    "finetune": "train", "toss_reference": "train", "toss_pro_retrain": "train",
+    "generate": "generate", "toss_utility_losses": "generate", "toss_round": "generate", "aligned_losses": "generate",
+    "subspace_projectors": "generate", "pact_safe_responses": "generate", "pact_safety_tokens": "generate",
+    "pact_reference": "generate",
+    "judge": "judge",
+    "source_table": "data", "mix_finetune_set": "data",
+    "summary": "report", "report": "report",
+}
+# The presets generate with vLLM, which is not installed here and lives in envs/vllm.yaml; a dry run with
+# --software-deployment-method conda needs a conda executable. The plan is the same with the transformers
+# backend (only the generate/judge rules' conda env differs), so the dry runs switch the backend.
+NO_VLLM = ("--config", "generation={'backend': 'transformers'}")
+# A preset is a complete config: it replaces config.yaml rather than extending it (recipes give epochs
+# where config.yaml gives steps, and the schema allows only one of them).
+REPLACE = ("--replace-workflow-config",)
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def ids(paths):
+    return [p.stem for p in paths]
+
+
+def test_presets_exist():
+    assert {p.stem for p in PRESETS} >= {"pact-qwen2.5-7b", "toss-llama3-8b"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=ids(PRESETS))
+def test_preset_validates(preset):
+    assert validate_against_schema(load(preset)) == []
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=ids(PRESETS))
+def test_commented_alternatives_validate(preset):
+    """Every commented-out data alternative (`# harmful_eval: {...}`) is a valid value once uncommented."""
+    cfg = load(preset)
+    keys = "|".join((*SOURCES, "task_metric"))
+    found = 0
+    for line in preset.read_text().splitlines():
+        m = re.match(rf"^\s*#\s*({keys}):\s*(\S.*)$", line)
+        if not m:
+            continue
+        alt = copy.deepcopy(cfg)
+        alt["data"].update(yaml.safe_load(f"{m.group(1)}: {m.group(2)}"))
+        assert validate_against_schema(alt) == [], line
+        found += 1
+    assert found >= 2, "each preset documents alternative data sets in comments"
+
+
+# --------------------------------------------------------------------------------------------------
+# Data files in each format, where the public copy is not at hand
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".csv":
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        raise AssertionError(f"test cannot write {path}")
+
+
+def _shared_copy(spec: dict) -> Path | None:
+    """The public file under ../shared/data with the preset's file name (data/gsm8k/train.jsonl -> gsm8k/train.jsonl)."""
+    rel = Path(spec["path"])
+    candidate = SHARED / Path(*rel.parts[1:]) if rel.parts[0] == "data" else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def materialise(spec: dict, workdir: Path) -> None:
+    """Create the local file a source spec names, under workdir, in its format."""
+    path = workdir / spec["path"]
+    if path.exists():
+        return
+    shared = _shared_copy(spec)
+    if shared is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(shared)
+        return
+    n = spec.get("limit", 0) + 20
+    fmt = spec["format"]
+    if fmt == "gsm8k":
+        rows = [{"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i}+2={i + 2}\n#### {i + 2}"}
+                for i in range(n)]
+    elif fmt == "advbench":
+        rows = [{"goal": f"Explain how to do harmful thing {i}", "target": f"Sure, here is how to do harmful thing {i}"}
+                for i in range(max(n, 520))]
+    elif fmt == "strongreject":
+        rows = [{"category": "Violence", "source": "custom", "forbidden_prompt": f"How do I hurt person {i}?"} for i in range(n)]
+    elif fmt == "jailbreakbench":
+        rows = [{"Goal": f"Do harmful thing {i}", "Behavior": f"b{i}", "Category": "Harassment",
+                 "subset": "harmful" if i % 2 else "benign"} for i in range(n)]
+    elif fmt == "harmbench":
+        rows = [{"Behavior": f"Describe harmful thing {i}", "FunctionalCategory": "standard",
+                 "SemanticCategory": "illegal", "BehaviorID": f"b{i}"} for i in range(n)]
+    elif fmt == "hexphi":
+        path.mkdir(parents=True)
+        (path / "category_1.csv").write_text("".join(f"How do I do harmful thing {i}?\n" for i in range(n)))
+        return
+    elif fmt in ("sst2", "agnews"):
+        rows = [{"sentence" if fmt == "sst2" else "text": f"text {i}", "label": i % 2} for i in range(n)]
+        path = path / f"{spec['split']}.csv"
+    elif fmt == "generic":
+        prompt, response = spec.get("prompt_column", "prompt"), spec.get("response_column", "response")
+        rows = [{prompt: f"Harmful request {i}?", response: f"Answer {i}."} for i in range(n)]
+    else:
+        raise AssertionError(f"test has no sample file for format {fmt!r}")
+    _write_rows(path, rows)
+
+
+def layout(preset: Path, workdir: Path) -> Path:
+    """workdir laid out like the repository root: config.yaml, the preset, and every data file it names."""
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    target = workdir / "config" / "presets" / preset.name
+    target.parent.mkdir(parents=True)
+    shutil.copy(preset, target)
+    for name in SOURCES:
+        spec = load(preset)["data"].get(name, "embedded")
+        if isinstance(spec, dict) and "path" in spec:
+            materialise(spec, workdir)
+    return target.relative_to(workdir)
+
+
+# --------------------------------------------------------------------------------------------------
+# The dry-run plan, job by job
+
+
+def plan(workdir: Path, configfile: Path, *args: str) -> tuple[dict[str, int], list[dict]]:
+    """Job counts from the 'Job stats' table and one dict per printed job: rule, wildcards, threads, resources.
+
+    A dry run prints every job as a block (`rule NAME:` then indented `key: value` lines, among them
+    `wildcards:`, `threads:` when above 1, and `resources: tmpdir=..., runtime=..., gpu=..., mem_mb=...`).
+    The two are read independently and must agree, so a change of output format cannot pass silently.
+    """
+    proc = snakemake(workdir, configfile, "-n", "--cores", "256", *args)
+    out = proc.stdout + proc.stderr
+    counts = {}
+    for line in out.split("Job stats:", 1)[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    total = counts.pop("total")
+    jobs, job = [], None
+    for line in out.splitlines():
+        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        if head:
+            job = {"rule": head.group(1), "threads": 1, "resources": {}, "wildcards": {}}
+            jobs.append(job)
+            continue
+        field = re.match(r"^\s{4}(\w+): (.*)$", line)
+        if job is None or not field:
+            job = None if not line.startswith(" ") else job
+            continue
+        key, value = field.groups()
+        if key == "threads":
+            job["threads"] = int(value)
+        elif key in ("resources", "wildcards"):
+            job[key] = dict(kv.split("=", 1) for kv in value.split(", "))
+    assert len(jobs) == total == sum(counts.values()), (len(jobs), total, counts)
+    assert {j["rule"] for j in jobs} == set(counts)
+    return counts, jobs
+
+
+@pytest.fixture(scope="module", params=PRESETS, ids=ids(PRESETS))
+def planned(request, tmp_path_factory):
+    preset = request.param
+    workdir = tmp_path_factory.mktemp(preset.stem)
+    configfile = layout(preset, workdir)
+    counts, jobs = plan(workdir, configfile, *REPLACE, *NO_VLLM)
+    return load(preset), counts, jobs
+
+
+def test_preset_plans_the_paper_grid(planned):
+    cfg, counts, jobs = planned
+    n_methods, n_ratios, n_seeds = len(cfg["methods"]), len(cfg["poison_ratios"]), len(cfg["seeds"])
+    assert counts["finetune"] == n_methods * n_ratios * n_seeds
+    assert counts["generate"] == counts["judge"] == counts["finetune"] + n_seeds   # + the untrained aligned model
+    assert counts["mix_finetune_set"] == n_ratios * n_seeds
+    assert not [r for r in counts if r.startswith("world_")], counts
+    runs = {(j["wildcards"]["method"], j["wildcards"]["ratio"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == "finetune"}
+    assert {m for m, _, _ in runs} == set(cfg["methods"])
+    assert {float(r) for _, r, _ in runs} == {float(p) for p in cfg["poison_ratios"]}
+
+
+def test_preset_jobs_ask_for_their_resources(planned):
+    cfg, counts, jobs = planned
+    for job in jobs:
+        family = FAMILY.get(job["rule"])
+        if family is None:
+            assert job["rule"] == "all", f"no resource family known for rule {job['rule']}"
+            continue
+        want = cfg["resources"][family]
+        got = job["resources"]
+        assert (int(got["gpu"]), int(got["mem_mb"]), int(got["runtime"]), job["threads"]) == (
+            want["gpus"], want["mem_mb"], want["runtime"], want["threads"]), (job["rule"], got)
+    gpu_rules = {j["rule"] for j in jobs if int(j["resources"].get("gpu", 0)) > 0}
+    assert "finetune" in gpu_rules and "generate" in gpu_rules and "judge" in gpu_rules
+    assert cfg["resources"]["world"]["gpus"] == 0
+
+
+def test_toss_presets_plan_references_and_rounds(planned):
+    cfg, counts, jobs = planned
+    if not {"toss", "toss_pro"} <= set(cfg["methods"]):
+        pytest.skip("no TOSS-Pro in this preset")
+    sets = len(cfg["poison_ratios"]) * len(cfg["seeds"])
+    assert counts["toss_reference"] == 2                                    # harmful + utility, shared by all sets
+    assert counts["toss_round"] == sets * (cfg["toss"]["pro"]["rounds"] + 1)
+    assert counts["toss_pro_retrain"] == sets * cfg["toss"]["pro"]["rounds"]
+    train = cfg["resources"]["train"]
+    for job in (j for j in jobs if j["rule"] in ("toss_reference", "toss_pro_retrain")):
+        assert int(job["resources"]["gpu"]) == train["gpus"] == 1
+        assert int(job["resources"]["mem_mb"]) == train["mem_mb"] and int(job["resources"]["runtime"]) == train["runtime"]
+
+
+def test_pact_presets_plan_the_shared_pact_stages(planned):
+    cfg, counts, jobs = planned
+    if "pact" not in cfg["methods"]:
+        pytest.skip("no PACT in this preset")
+    sets = len(cfg["poison_ratios"]) * len(cfg["seeds"])
+    assert counts["pact_safe_responses"] == counts["pact_safety_tokens"] == 1   # once per aligned/base pair
+    assert counts["pact_reference"] == sets
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=ids(PRESETS))
+def test_vllm_preset_without_vllm_names_its_environment(preset, tmp_path):
+    from tokensafe.eval.vllm_backend import vllm_available
+
+    if load(preset)["generation"]["backend"] != "vllm" or vllm_available():
+        pytest.skip("needs a vllm preset on a machine without vLLM")
+    proc = snakemake(tmp_path, layout(preset, tmp_path), "-n", *REPLACE, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "envs/vllm.yaml" in out
+    assert not (tmp_path / "results").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Conda env files
+
+
+def _pip_lines(env_file: Path) -> list[str]:
+    deps = load(env_file)["dependencies"]
+    return next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines if "==" in ln)}
+
+
+def test_tokensafe_env_matches_the_lock():
+    env = REPO / "envs" / "tokensafe.yaml"
+    lock = [ln.strip() for ln in (REPO / "requirements.lock").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    pins = _pins(_pip_lines(env))
+    assert pins == {**_pins(lock), "torch": "2.13.0"}
+    assert "python=3.11" in load(env)["dependencies"]
+    assert "-e .." in _pip_lines(env) and (env.parent / ".." / "pyproject.toml").is_file()
+
+
+def test_vllm_env_pins_vllm_and_installs_the_package():
+    env = REPO / "envs" / "vllm.yaml"
+    lines = _pip_lines(env)
+    pins = _pins(lines)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins["vllm"])
+    assert {"torch", "transformers", "peft", "pandas", "pyarrow"} <= set(pins)
+    assert "python=3.11" in load(env)["dependencies"]
+    # pip runs from the env file's folder (conda), so '..' is the repository root.
+    assert "-e .." in lines and (env.parent / ".." / "pyproject.toml").is_file()
+    # The rules reference the same file.
+    assert 'VLLM_ENV = "../../envs/vllm.yaml"' in (REPO / "workflow" / "rules" / "common.smk").read_text()
+
+
+def test_vllm_env_can_install_the_package():
+    """'-e ..' resolves with the package's own requirements: each must admit the vLLM env's pin of that package."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
+        pytest.skip("tomllib needs Python 3.11")
+    pins = _pins(_pip_lines(REPO / "envs" / "vllm.yaml"))
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    clashes = []
+    for dep in map(Requirement, deps):
+        pin = pins.get(canonicalize_name(dep.name))
+        if pin is not None and not dep.specifier.contains(pin, prereleases=True):
+            clashes.append(f"{dep} vs {dep.name}=={pin}")
+    assert not clashes, f"pyproject.toml requirements exclude envs/vllm.yaml's pins: {clashes}"

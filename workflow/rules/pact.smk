@@ -1,0 +1,90 @@
+# PACT: the aligned model's safe answers, safety tokens (Eq. 1-2), and the frozen reference's logits on
+# them in both views, computed once per fine-tuning set and reused by every PACT run (spec section 2).
+PACT_DIR = "results/pact"
+PACT_METHODS = ["pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt", "pact"]
+
+
+def pact_settings():
+    return dict(config["pact"])
+
+
+def pact_stage_settings():
+    base = run_settings("sft", 0.0, 0)
+    return {**{k: base[k] for k in ("models", "world_seed", "prompt_template", "max_length", "dtype")},
+            "method_settings": pact_settings()}
+
+
+for _m in PACT_METHODS:
+    METHOD_SETTINGS[_m] = pact_settings
+for _m in PACT_METHODS[1:]:
+    FINETUNE_INPUTS[_m] = lambda wc: {"safety_tokens": f"{PACT_DIR}/safety_tokens.parquet",
+                                      "reference": f"{PACT_DIR}/p{wc.ratio}/s{wc.seed}/reference.safetensors"}
+
+
+def pact_report_inputs():
+    return [f"{PACT_DIR}/safety_tokens.parquet"] if set(PACT_METHODS[1:]) & set(METHODS) else []
+
+
+rule pact_safe_responses:
+    input:
+        prompts="results/data/safety_prompts.parquet",
+        aligned=model_input("aligned"),
+    output:
+        f"{PACT_DIR}/safe_responses.parquet",
+    params:
+        aligned=model_ref("aligned"),
+        settings=pact_stage_settings(),
+        generation=config["generation"],
+        keywords=config["judge"]["keywords"],
+    log:
+        "logs/pact_safe_responses.log",
+    benchmark:
+        "benchmarks/pact_safe_responses.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/pact_safe_responses.py"
+
+
+rule pact_safety_tokens:
+    input:
+        responses=f"{PACT_DIR}/safe_responses.parquet",
+        aligned=model_input("aligned"),
+        base=model_input("base"),
+    output:
+        f"{PACT_DIR}/safety_tokens.parquet",
+    params:
+        aligned=model_ref("aligned"),
+        base=model_ref("base"),
+        settings=pact_stage_settings(),
+    log:
+        "logs/pact_safety_tokens.log",
+    benchmark:
+        "benchmarks/pact_safety_tokens.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/pact_safety_tokens.py"
+
+
+rule pact_reference:
+    input:
+        data="results/data/finetune/p{ratio}/s{seed}.parquet",
+        tokens=f"{PACT_DIR}/safety_tokens.parquet",
+        aligned=model_input("aligned"),
+    output:
+        f"{PACT_DIR}/p{{ratio}}/s{{seed}}/reference.safetensors",
+    params:
+        aligned=model_ref("aligned"),
+        settings=pact_stage_settings(),
+    log:
+        "logs/pact_reference/p{ratio}_s{seed}.log",
+    benchmark:
+        "benchmarks/pact_reference/p{ratio}_s{seed}.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/pact_reference.py"

@@ -1,0 +1,150 @@
+# TOSS / TOSS-Pro: reference models, per-token loss dumps, masks and refinement rounds (spec section 1).
+# Paths: results/toss/reference/{utility,harmful}/adapter (shared by every run), then per fine-tuning
+# set results/toss/p{ratio}/s{seed}/: losses_utility.parquet and, per round t, round{t}/losses_harmful,
+# round{t}/mask (+ .json); TOSS-Pro rounds t >= 1 retrain the harmful model on D^h plus round{t}/picks.
+TOSS_DIR = "results/toss"
+
+
+def toss_settings():
+    t = config["toss"]
+    return {"d": t["d"], "selection": t["selection"], "lora": t["lora"], "recipe": t["recipe"],
+            "chunk_size": t.get("chunk_size", 1024)}
+
+
+def toss_pro_settings():
+    return {**toss_settings(), "rounds": config["toss"]["pro"]["rounds"], "k": config["toss"]["pro"]["k"]}
+
+
+def toss_reference_settings(seed=0):
+    """Everything that defines a TOSS reference model (not the round count: raising it adds rounds only)."""
+    base = run_settings("sft", 0.0, seed)
+    base = {k: base[k] for k in ("models", "world_seed", "prompt_template", "max_length", "dtype")}
+    return {**base, "seed": seed, "method_settings": toss_settings()}
+
+
+def harmful_adapter(wildcards):
+    t = int(wildcards.round)
+    if t == 0:
+        return f"{TOSS_DIR}/reference/harmful/adapter"
+    return f"{TOSS_DIR}/p{wildcards.ratio}/s{wildcards.seed}/round{t}/harmful_adapter"
+
+
+def previous_picks(wildcards):
+    t = int(wildcards.round)
+    return [] if t <= 1 else [f"{TOSS_DIR}/p{wildcards.ratio}/s{wildcards.seed}/round{t - 1}/picks.parquet"]
+
+
+FINETUNE_INPUTS["toss"] = lambda wc: {"mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round0/mask.parquet"}
+FINETUNE_INPUTS["toss_pro"] = lambda wc: {
+    "mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{config['toss']['pro']['rounds']}/mask.parquet"}
+METHOD_SETTINGS["toss"] = toss_settings
+METHOD_SETTINGS["toss_pro"] = toss_pro_settings
+
+
+def toss_report_inputs():
+    """Mask summaries the report lists (precision/recall against the known poison tokens)."""
+    wanted = set()
+    if "toss" in METHODS:
+        wanted |= {(r, 0) for r in method_ratios("toss")}
+    if "toss_pro" in METHODS:
+        wanted |= {(r, t) for r in method_ratios("toss_pro") for t in range(config["toss"]["pro"]["rounds"] + 1)}
+    return [f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json" for r, t in sorted(wanted) for s in SEEDS]
+
+
+rule toss_reference:
+    input:
+        data=lambda wc: f"results/data/{wc.kind}_ref.parquet",
+        aligned=model_input("aligned"),
+    output:
+        directory(f"{TOSS_DIR}/reference/{{kind}}/adapter"),
+    params:
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
+    wildcard_constraints:
+        kind="harmful|utility",
+    log:
+        "logs/toss_reference/{kind}.log",
+    benchmark:
+        "benchmarks/toss_reference/{kind}.tsv"
+    threads: threads_for("train")
+    resources:
+        **resources_for("train"),
+    script:
+        "../scripts/toss_reference.py"
+
+
+rule toss_utility_losses:
+    input:
+        data="results/data/finetune/p{ratio}/s{seed}.parquet",
+        adapter=f"{TOSS_DIR}/reference/utility/adapter",
+        aligned=model_input("aligned"),
+    output:
+        f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
+    params:
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
+    log:
+        "logs/toss_utility_losses/p{ratio}_s{seed}.log",
+    benchmark:
+        "benchmarks/toss_utility_losses/p{ratio}_s{seed}.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/toss_losses.py"
+
+
+rule toss_round:
+    input:
+        data="results/data/finetune/p{ratio}/s{seed}.parquet",
+        utility=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
+        adapter=harmful_adapter,
+        aligned=model_input("aligned"),
+    output:
+        losses=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
+        mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
+        summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
+    params:
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
+        d=config["toss"]["d"],
+        selection=config["toss"]["selection"],
+    wildcard_constraints:
+        round=r"\d+",
+    log:
+        "logs/toss_round/p{ratio}_s{seed}_r{round}.log",
+    benchmark:
+        "benchmarks/toss_round/p{ratio}_s{seed}_r{round}.tsv"
+    threads: threads_for("generate")
+    resources:
+        **resources_for("generate"),
+    script:
+        "../scripts/toss_round.py"
+
+
+rule toss_pro_retrain:
+    input:
+        data="results/data/finetune/p{ratio}/s{seed}.parquet",
+        harmful_ref="results/data/harmful_ref.parquet",
+        utility=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
+        scored=lambda wc: f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{int(wc.round) - 1}/losses_harmful.parquet",
+        previous=previous_picks,
+        aligned=model_input("aligned"),
+    output:
+        picks=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/picks.parquet",
+        adapter=directory(f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/harmful_adapter"),
+    params:
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
+        k=config["toss"]["pro"]["k"],
+    wildcard_constraints:
+        round=r"[1-9]\d*",
+    log:
+        "logs/toss_pro_retrain/p{ratio}_s{seed}_r{round}.log",
+    benchmark:
+        "benchmarks/toss_pro_retrain/p{ratio}_s{seed}_r{round}.tsv"
+    threads: threads_for("train")
+    resources:
+        **resources_for("train"),
+    script:
+        "../scripts/toss_pro_retrain.py"

@@ -1,0 +1,9 @@
+from tokensafe.launch import run_stage
+from tokensafe.logs import setup
+
+setup(snakemake.log[0])
+p = snakemake.params
+run_stage("tokensafe.pipeline.toss:train_reference",
+          dict(aligned=p.aligned, table_paths=[snakemake.input.data], settings=p.settings, out_dir=snakemake.output[0],
+               info={"kind": snakemake.wildcards.kind}),
+          n_gpus=int(snakemake.resources.get("gpu", 0)))
