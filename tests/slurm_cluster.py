@@ -150,8 +150,11 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
-        """Kill the daemons recorded in the state directory and remove it (safe to call twice)."""
+        """Cancel leftover jobs, kill the daemons recorded in the state directory and remove it
+        (safe to call twice, and on a directory that an interrupted run left behind)."""
         run = self.dir / "run"
+        if (run / "slurmctld.pid").exists() and self.conf.exists():
+            self._cancel_all()
         for name in DAEMONS:
             pidfile = run / f"{name}.pid"
             if not pidfile.exists():
@@ -160,15 +163,23 @@ class SlurmCluster:
                 pid = int(pidfile.read_text().split()[0])
             except (ValueError, IndexError, OSError):
                 continue
-            if name == "slurmd" and self.conf.exists() and find_binary("scancel"):
-                # cancel leftover jobs first so that their steps do not outlive the cluster
-                try:
-                    self.run("scancel", "--user", str(os.getuid()), check=False, timeout=10)
-                except (subprocess.SubprocessError, OSError):
-                    pass
             self._kill(pid)
         self._unlink_system_config()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _cancel_all(self, timeout: float = 30) -> None:
+        """scancel every job and wait until slurmd has killed their steps (they would outlive it)."""
+        try:
+            self.run("scancel", "--user", str(os.getuid()), check=False, timeout=10)
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                proc = self.run("squeue", "-h", "-t", "PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
+                                "-o", "%i", check=False, timeout=10)
+                if proc.returncode != 0 or not proc.stdout.strip():
+                    return
+                time.sleep(0.5)
+        except (subprocess.SubprocessError, OSError):
+            pass
 
     def __enter__(self) -> "SlurmCluster":
         return self.start()

@@ -141,10 +141,10 @@ def test_failed_slurm_job_surfaces_and_rerun_plans_only_it(cluster, slurm_run, l
     assert failed, out[-4000:]
     assert all(queue(cluster)[jid]["state"] == "FAILED" for jid, _ in failed)
     assert f"SLURM-job '{failed[-1][0]}' failed" in out
-    # the error is in the rule's log and in the SLURM job's log
-    assert "datasets" in (wd / "logs" / "source_table" / "task.log").read_text()
+    # the error is in the SLURM job's log (sbatch --output) and in the rule's log (checked last)
     slurm_log = failed[-1][1]
     assert slurm_log in out and "ImportError" in open(slurm_log).read()
+    rule_log = (wd / "logs" / "source_table" / "task.log").read_text()
 
     # Fixed config: only the failed job and what depends on it is planned ...
     good = write_config(cfg, wd, "fixed.yaml")
@@ -156,3 +156,4 @@ def test_failed_slurm_job_surfaces_and_rerun_plans_only_it(cluster, slurm_run, l
     pd.testing.assert_frame_equal(pd.read_csv(local_run / "results" / "summary.csv"),
                                   pd.read_csv(wd / "results" / "summary.csv"), check_exact=True)
     assert planned_jobs(wd, good) == {}
+    assert "needs the `datasets` package" in rule_log, f"logs/source_table/task.log lacks the error: {rule_log!r}"

@@ -120,14 +120,14 @@ def pact_ladder_section(summary: pd.DataFrame) -> str | None:
     present = [(m, label) for m, label in LADDER_ROWS if m in set(summary.method)]
     if len(present) < 2:
         return None
-    agg = aggregate(summary)
+    agg = aggregate(summary[summary.method.isin([m for m, _ in present])])
     ratios = sorted(agg.poison_ratio.unique())
     lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
     for m, label in present:
         cells = []
         for r in ratios:
-            row = agg[(agg.method == m) & (agg.poison_ratio == r)].iloc[0]
-            cells.append(" / ".join(_pct(row[k]) for k, _ in METRICS))
+            row = agg[(agg.method == m) & (agg.poison_ratio == r)]
+            cells.append(" / ".join(_pct(row.iloc[0][k]) for k, _ in METRICS) if len(row) else "-")
         lines.append(f"| {label} | {m} | " + " | ".join(cells) + " |")
     return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
 

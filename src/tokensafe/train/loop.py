@@ -92,7 +92,7 @@ def train(
     model.train()
 
     history: list[dict[str, float]] = []
-    step, t0, running = 0, time.time(), []
+    step, t0, running, running_stats = 0, time.time(), [], {}
     while step < total:
         for batch in loader:
             with accelerator.accumulate(model):
@@ -107,11 +107,14 @@ def train(
                 continue
             step += 1
             running.append(float(loss.detach()))
+            for k, v in stats.items():
+                running_stats.setdefault(k, []).append(float(v))
             if step % settings.log_every == 0 or step == total:
+                # every logged value is the mean over the steps since the last log line
                 row = {"step": step, "loss": sum(running) / len(running), "lr": sched.get_last_lr()[0],
-                       "elapsed_s": round(time.time() - t0, 2), **{k: float(v) for k, v in stats.items()}}
+                       "elapsed_s": round(time.time() - t0, 2), **{k: sum(v) / len(v) for k, v in running_stats.items()}}
                 history.append(row)
-                running = []
+                running, running_stats = [], {}
                 if accelerator.is_main_process:
                     log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if step >= total:

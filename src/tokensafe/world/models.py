@@ -31,10 +31,15 @@ def new_causal_lm(tokenizer, *, hidden: int, layers: int, heads: int, intermedia
 
 
 def document_examples(tokenizer, texts: list[str], max_length: int) -> list[dict]:
-    """Full-sequence language-modelling examples: BOS + text + EOS, every token labelled."""
+    """Full-sequence language-modelling examples: BOS + text + EOS, every token labelled.
+
+    A text that starts with the assistant tag is an answer without its conversation and gets no BOS,
+    exactly like PACT's no-prompt view of an answer.
+    """
     out = []
     for text in texts:
-        ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 2] + [tokenizer.eos_token_id]
+        bos = [] if text.startswith("<|assistant|>") else [tokenizer.bos_token_id]
+        ids = bos + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 2] + [tokenizer.eos_token_id]
         out.append(make_example(ids, ids))
     return out
 

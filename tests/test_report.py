@@ -1,0 +1,42 @@
+import json
+
+import pandas as pd
+
+from tokensafe.report import aggregate, pact_ladder_section, render, table4
+
+
+def _summary():
+    rows = []
+    for m, r, acc, kw in [("initial", 0.0, 0.5, 0.0), ("initial", 0.1, 0.5, 0.0), ("sft", 0.0, 0.7, 0.0),
+                          ("sft", 0.1, 0.6, 0.9), ("pact", 0.1, 0.55, 0.1), ("pact_fullkl", 0.1, 0.5, 0.05)]:
+        for seed, jitter in ((1, 0.0), (2, 0.1)):
+            rows.append(dict(method=m, poison_ratio=r, seed=seed, accuracy=acc + jitter, asr_keyword=kw, asr_guard=kw / 2,
+                             prompt_template="chat", guard_template="llama_guard3_prompt_plain",
+                             settings=json.dumps({"judge": {"keywords": ["Sorry"], "guard": "embedded"}})))
+    return pd.DataFrame(rows)
+
+
+def test_table4_means_over_seeds_and_marks_missing_cells():
+    t = table4(_summary())
+    lines = t.splitlines()
+    assert lines[0] == "| Method | P=0: Acc / ASR-kw / ASR-guard | P=0.1: Acc / ASR-kw / ASR-guard |"
+    assert lines[2].startswith("| initial |")  # initial first
+    # sft at P=0.1: accuracy mean (0.6, 0.7) = 65.0, std 5.0; ASR 90.0 / 45.0
+    assert "| sft | 75.0±5.0 / 0.0±0.0 / 0.0±0.0 | 65.0±5.0 / 90.0±0.0 / 45.0±0.0 |" in t
+    assert "| pact | - | 60.0±5.0 / 10.0±0.0 / 5.0±0.0 |" in t
+
+
+def test_ladder_only_lists_its_rows_and_ratios():
+    s = pact_ladder_section(_summary())
+    assert "| Full-vocab KL | pact_fullkl | 55.0 / 5.0 / 2.5 |" in s
+    assert "| + position decay (full PACT) | pact | 60.0 / 10.0 / 5.0 |" in s
+    assert "P=0 " not in s and "P=0 |" not in s
+    assert pact_ladder_section(_summary()[_summary().method != "pact_fullkl"]) is None
+
+
+def test_render_writes_report_and_plot(tmp_path):
+    render(_summary(), tmp_path / "report.md", tmp_path / "plot.png", [("Extra", "body")])
+    md = (tmp_path / "report.md").read_text()
+    assert "## Extra" in md and "plot.png" in md
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(aggregate(_summary()).n_seeds) == {2}
