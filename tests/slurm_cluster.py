@@ -2,8 +2,8 @@
 
 Uses Debian's `slurm-wlm` and `munge` (installed by `.ci/install-slurm.sh`). Everything lives in one
 state directory (default: /tmp/tokensafe-slurm, or $TOKENSAFE_SLURM_DIR): a private munge key and
-socket, slurm.conf / cgroup.conf, spool, state, pid and log files. Nothing under /etc is touched;
-clients find the cluster through SLURM_CONF (see `SlurmCluster.env`).
+socket, slurm.conf / cgroup.conf, spool, state, pid and log files. Clients find the cluster through
+SLURM_CONF (see `SlurmCluster.env`); /etc is touched only as described next.
 
 Clients inside jobs need the configuration too, and the executor's job-step plugin
 (snakemake-executor-plugin-slurm-jobstep 0.6.1) strips SLURM_CONF from the environment of the
@@ -86,18 +86,18 @@ def _machine() -> tuple[int, int]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (daemons are reparented, nobody reaps them)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie child of ours still answers kill(0); reap it if it is ours
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return not Path(f"/proc/{pid}/stat").exists() or " Z " not in Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class SlurmCluster:
