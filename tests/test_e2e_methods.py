@@ -20,6 +20,7 @@ def methods_config():
     cfg["toss"]["recipe"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 3}
     cfg["toss"]["pro"] = {"rounds": 1, "k": 6}
     cfg["pact"]["n_prompts"] = 16
+    cfg["pact"]["filter_refusals"] = False  # the micro aligned model is trained too briefly to refuse
     cfg["pact"]["k"] = 8
     cfg["baselines"]["safety_mix"]["n"] = 5
     return cfg
@@ -38,7 +39,8 @@ def test_every_method_has_a_row(finished):
     s = pd.read_csv(wd / "results" / "summary.csv")
     assert sorted(s.method) == sorted(["initial", *cfg["methods"]])
     assert (s.poison_ratio == 0.1).all()
-    settings = {m: json.loads(x)["settings"]["method_settings"] for m, x in zip(s.method, s.settings)}
+    settings = {m: json.loads(x)["settings"].get("method_settings") for m, x in zip(s.method, s.settings)}
+    assert settings["initial"] is None
     assert settings["pact"]["lambda"] == cfg["pact"]["lambda"]
     assert settings["toss_pro"]["rounds"] == 1 and "rounds" not in settings["toss"]
     assert settings["random_mask"] == {"d": 0.1}
@@ -67,7 +69,9 @@ def test_pact_tokens_reference_and_report(finished):
     for label in ("Full-vocab KL", "+ safety tokens", "+ safety weights", "+ no-prompt reference", "+ position decay"):
         assert label in report
     post = json.loads((wd / "results/runs/safelora/p0.1/s1/adapter/training.json").read_text())["post_training"]
-    assert post["num_projected"] >= 0 and len([k for k in post if k.endswith("q_proj") or k.endswith("v_proj")]) == 4
+    assert len(post["layers"]) == 4  # q_proj and v_proj of both layers
+    assert post["num_projected"] == sum(v["projected"] for v in post["layers"].values())
+    assert all((v["similarity"] < 0.5) == v["projected"] for v in post["layers"].values())
 
 
 def test_raising_rounds_adds_only_the_new_round(finished):

@@ -29,7 +29,11 @@ TOKEN_COLUMNS = ["rank", "token_id", "token", "gap", "mean_prob_aligned", "weigh
 
 
 def write_safe_responses(aligned: str, prompts_path: str, settings: dict, gen_cfg: dict, keywords: list[str], out: str) -> None:
-    """The aligned model answers harmful prompts (greedy); only refusals are kept, like the code's guard filter."""
+    """The aligned model answers harmful prompts (greedy).
+
+    With ``filter_refusals`` (default) only answers the refusal-keyword judge calls refusals are kept,
+    like the official code's guard filter; without it every non-empty answer is kept.
+    """
     from tokensafe.eval.generate import generate
 
     df = read_parquet(prompts_path, ["prompt"])
@@ -39,10 +43,12 @@ def write_safe_responses(aligned: str, prompts_path: str, settings: dict, gen_cf
     model = load_model(aligned, settings.get("dtype", "auto"))
     responses = generate(model, tok, list(df.prompt), settings["prompt_template"],
                          {"max_new_tokens": pact["response_tokens"], "greedy": True}, gen_cfg.get("batch_size", 64))
-    keep = [is_refusal(r, keywords) and r.strip() != "" for r in responses]
+    filt = pact.get("filter_refusals", True)
+    keep = [r.strip() != "" and (is_refusal(r, keywords) or not filt) for r in responses]
     out_df = pd.DataFrame({"prompt": df.prompt, "response": responses, "kept": keep})
     if not any(keep):
-        raise ValueError("the aligned model refused none of the safety prompts: no safe responses to find safety tokens from")
+        raise ValueError("the aligned model refused none of the safety prompts: no safe responses to find safety tokens "
+                         "from (is models.aligned really aligned? pact.filter_refusals: false keeps every answer)")
     write_parquet(out_df, out, metadata={"n": len(out_df), "kept": int(sum(keep))})
     log.info("safe responses: kept %d of %d", sum(keep), len(out_df))
 
