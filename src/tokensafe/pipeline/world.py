@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -109,5 +108,3 @@ def build_guard(data_dir: str, tokenizer_dir: str, out_dir: str, arch: dict, tra
     history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info)
     _save_model(model, tok, out_dir, {"role": "guard", "arch": arch, "train": train_cfg, "seed": seed, "history": history})
 
-
-__all__ = ["write_world_tables", "build_tokenizer", "build_base", "build_aligned", "build_guard", "copy"]

@@ -87,7 +87,7 @@ def build_pact(ctx: FinetuneContext) -> FinetunePlan:
     if not rung["tokens"]:
         return FinetunePlan(ctx.examples, make_loss(cfg, rung, None, None), info={"kl": "full vocabulary"})
     tokens = read_parquet(ctx.inputs["safety_tokens"], ["token_id", "weight"])
-    ref_ids = read_parquet(ctx.inputs["safety_tokens"], ["token_id"]).token_id.to_numpy()
+    ref_ids = tokens.token_id.to_numpy()
     from safetensors.torch import load_file
 
     cached = load_file(ctx.inputs["reference"])["safety_ids"].numpy()
