@@ -29,7 +29,8 @@ test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs
 
 bench: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_loss_dump.py
+	$(BIN)/python bench/bench_pact_step.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -56,6 +56,9 @@ rule world_base:
         "logs/world_base.log",
     benchmark:
         "benchmarks/world_base.tsv"
+    # Every model-based job waits for the base and aligned models: run them first, on all their
+    # threads (CPU results are bitwise the same with 1 or 2 threads here; tests/test_world_threads.py).
+    priority: 10
     threads: threads_for("world")
     resources:
         **resources_for("world"),
@@ -78,6 +81,7 @@ rule world_aligned:
         "logs/world_aligned.log",
     benchmark:
         "benchmarks/world_aligned.tsv"
+    priority: 10
     threads: threads_for("world")
     resources:
         **resources_for("world"),
@@ -89,6 +93,9 @@ rule world_guard:
     input:
         data=f"{WORLD}/data/guard_train.parquet",
         tokenizer=f"{WORLD}/tokenizer",
+        # Order only (ancient: never a rerun reason): started beside the base, the guard would take one
+        # core and hold back the 2-thread base training that every other model job waits for.
+        after_base=ancient(f"{WORLD}/base"),
     output:
         directory(f"{WORLD}/guard"),
     params:
@@ -99,7 +106,9 @@ rule world_guard:
         "logs/world_guard.log",
     benchmark:
         "benchmarks/world_guard.tsv"
-    threads: threads_for("world")
+    # One thread: only the judges need the guard, so it trains beside the aligned model and the first
+    # fine-tunes instead of holding the base and aligned models back.
+    threads: 1
     resources:
         **resources_for("world"),
     script:
