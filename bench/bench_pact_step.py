@@ -7,7 +7,7 @@ like SFT plus the restricted KL on |S| columns. For comparison the script also t
 runs two extra reference forward passes per step (full context and no-prompt view, adapters disabled).
 
     python bench/bench_pact_step.py                       # 'small' on CPU, 'llama-1b' when CUDA is available
-    python bench/bench_pact_step.py --shape small --steps 10 --batch 4 --seq 256
+    python bench/bench_pact_step.py --shape small --steps 5 --rounds 5 --batch 4 --seq 256
 """
 
 from __future__ import annotations
@@ -49,20 +49,31 @@ def batch(vocab: int, b: int, t: int, k: int, device: str):
     return {key: v.to(device) for key, v in out.items()}, torch.randperm(vocab, generator=g)[:k].to(device)
 
 
-def time_steps(model, loss_fn, data, steps: int, device: str) -> float:
+def time_steps(model, loss_fns: dict, data, steps: int, rounds: int, device: str) -> dict[str, float]:
+    """Median seconds per step of each loss function. The methods are interleaved round by round (each
+    round times ``steps`` steps of every method), so a slow spell of a shared machine hits them all."""
+    import statistics
+
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    for i in range(steps + 2):  # two warm-up steps
-        if i == 2:
-            if device == "cuda":
-                torch.cuda.synchronize()
+
+    def run(fn, n):
+        for _ in range(n):
+            loss = fn(model, data)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for fn in loss_fns.values():  # warm-up: allocator, kernels, autotuning
+        run(fn, 2)
+    samples = {name: [] for name in loss_fns}
+    for _ in range(rounds):
+        for name, fn in loss_fns.items():
             t0 = time.perf_counter()
-        loss = loss_fn(model, data)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+            run(fn, steps)
+            samples[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def main() -> None:
@@ -72,7 +83,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2 if cuda else 4)
     ap.add_argument("--seq", type=int, default=512 if cuda else 256)
     ap.add_argument("--k", type=int, default=50, help="safety tokens |S|")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=5, help="steps per method per round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median round counts")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     ap.add_argument("--out", default=None, help="JSON output (default bench/results/pact_step_<device>.json)")
     args = ap.parse_args()
@@ -104,11 +116,11 @@ def main() -> None:
         kl, _ = pact_kl_loss(out.logits, d["labels"], S, w, full, post, d["answer_pos"], calibrate=True, decay=True)
         return pact_loss(out.loss, kl, 3.0)
 
-    times = {name: time_steps(model, fn, data, args.steps, device)
-             for name, fn in (("sft", sft), ("pact_cached", pact_cached), ("pact_two_ref_passes", pact_two_ref_passes))}
+    times = time_steps(model, {"sft": sft, "pact_cached": pact_cached, "pact_two_ref_passes": pact_two_ref_passes},
+                       data, args.steps, args.rounds, device)
     result = {
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
-        "shape": args.shape, "batch": args.batch, "seq": args.seq, "k": args.k, "steps": args.steps,
+        "shape": args.shape, "batch": args.batch, "seq": args.seq, "k": args.k, "steps": args.steps, "rounds": args.rounds,
         "threads": args.threads, "dtype": str(dtype), "seconds_per_step": times,
         "ratio_pact_cached_over_sft": times["pact_cached"] / times["sft"],
         "ratio_two_ref_passes_over_sft": times["pact_two_ref_passes"] / times["sft"],
