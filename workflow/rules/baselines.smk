@@ -32,6 +32,7 @@ rule aligned_losses:
         "logs/aligned_losses/p{ratio}_s{seed}.log",
     benchmark:
         "benchmarks/aligned_losses/p{ratio}_s{seed}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -54,6 +55,7 @@ rule subspace_projectors:
         "logs/subspace_projectors.log",
     benchmark:
         "benchmarks/subspace_projectors.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),

@@ -24,6 +24,7 @@ rule generate:
         "benchmarks/generate/{run}.tsv"
     conda:
         VLLM_ENV if USE_VLLM else None
+    priority: PRIORITY["generate"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),

@@ -13,6 +13,7 @@ rule finetune:
         "logs/finetune/{method}/p{ratio}_s{seed}.log",
     benchmark:
         "benchmarks/finetune/{method}/p{ratio}_s{seed}.tsv"
+    priority: PRIORITY["finetune"]
     threads: threads_for("train")
     resources:
         **resources_for("train"),

@@ -40,6 +40,7 @@ rule pact_safe_responses:
         "logs/pact_safe_responses.log",
     benchmark:
         "benchmarks/pact_safe_responses.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -62,6 +63,7 @@ rule pact_safety_tokens:
         "logs/pact_safety_tokens.log",
     benchmark:
         "benchmarks/pact_safety_tokens.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -83,6 +85,7 @@ rule pact_reference:
         "logs/pact_reference/p{ratio}_s{seed}.log",
     benchmark:
         "benchmarks/pact_reference/p{ratio}_s{seed}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),

@@ -66,6 +66,7 @@ rule toss_reference:
         "logs/toss_reference/{kind}.log",
     benchmark:
         "benchmarks/toss_reference/{kind}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("train")
     resources:
         **resources_for("train"),
@@ -87,6 +88,7 @@ rule toss_utility_losses:
         "logs/toss_utility_losses/p{ratio}_s{seed}.log",
     benchmark:
         "benchmarks/toss_utility_losses/p{ratio}_s{seed}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -115,6 +117,7 @@ rule toss_round:
         "logs/toss_round/p{ratio}_s{seed}_r{round}.log",
     benchmark:
         "benchmarks/toss_round/p{ratio}_s{seed}_r{round}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -143,6 +146,7 @@ rule toss_pro_retrain:
         "logs/toss_pro_retrain/p{ratio}_s{seed}_r{round}.log",
     benchmark:
         "benchmarks/toss_pro_retrain/p{ratio}_s{seed}_r{round}.tsv"
+    priority: PRIORITY["prep"]
     threads: threads_for("train")
     resources:
         **resources_for("train"),

@@ -56,9 +56,9 @@ rule world_base:
         "logs/world_base.log",
     benchmark:
         "benchmarks/world_base.tsv"
-    # Every model-based job waits for the base and aligned models: run them first, on all their
-    # threads (CPU results are bitwise the same with 1 or 2 threads here; tests/test_world_threads.py).
-    priority: 10
+    # Every model-based job waits for the base and aligned models: run them first (PRIORITY), on all
+    # their threads (CPU results are bitwise the same with 1 or 2 threads; tests/test_world_threads.py).
+    priority: PRIORITY["world"]
     threads: threads_for("world")
     resources:
         **resources_for("world"),
@@ -81,7 +81,7 @@ rule world_aligned:
         "logs/world_aligned.log",
     benchmark:
         "benchmarks/world_aligned.tsv"
-    priority: 10
+    priority: PRIORITY["world"]
     threads: threads_for("world")
     resources:
         **resources_for("world"),
@@ -106,8 +106,9 @@ rule world_guard:
         "logs/world_guard.log",
     benchmark:
         "benchmarks/world_guard.tsv"
-    # One thread: only the judges need the guard, so it trains beside the aligned model and the first
-    # fine-tunes instead of holding the base and aligned models back.
+    # One thread, after the base and aligned models: only the judges need the guard, so it trains
+    # beside the first preparation jobs and fine-tunes instead of holding the world's models back.
+    priority: PRIORITY["guard"]
     threads: 1
     resources:
         **resources_for("world"),
