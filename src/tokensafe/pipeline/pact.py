@@ -112,7 +112,7 @@ def write_reference_signals(aligned: str, data_path: str, tokens_path: str, sett
     from tokensafe.train.batching import collate
 
     df = read_parquet(data_path, ["sample_id", "prompt", "response"])
-    S = torch.as_tensor(read_parquet(tokens_path, ["token_id"]).token_id.to_numpy())
+    S = torch.tensor(read_parquet(tokens_path, ["token_id"]).token_id.to_numpy(), dtype=torch.long)
     tok = load_tokenizer(aligned)
     model = load_model(aligned, settings.get("dtype", "auto"))
     device = next(model.parameters()).device

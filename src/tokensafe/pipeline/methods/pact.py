@@ -27,11 +27,11 @@ LADDER = {
 }
 
 
-def attach_reference(ctx: FinetuneContext, path: str) -> list[dict]:
-    """Per example: ref_full / ref_post ``[T, K]`` at the shifted positions, and answer positions ``[T]``."""
-    from safetensors.torch import load_file
+def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list[dict]:
+    """Per example: ref_full / ref_post ``[T, K]`` at the shifted positions, and answer positions ``[T]``.
 
-    ref = load_file(path)
+    ``ref`` is the `pact_reference` rule's safetensors file, loaded (sample_id, position, full, post, safety_ids).
+    """
     sid = ref["sample_id"].numpy()
     bounds = np.flatnonzero(np.diff(sid)) + 1
     starts = np.concatenate([[0], bounds])
@@ -90,11 +90,11 @@ def build_pact(ctx: FinetuneContext) -> FinetunePlan:
     ref_ids = tokens.token_id.to_numpy()
     from safetensors.torch import load_file
 
-    cached = load_file(ctx.inputs["reference"])["safety_ids"].numpy()
-    if not np.array_equal(cached, ref_ids):
+    ref = load_file(ctx.inputs["reference"])
+    if not np.array_equal(ref["safety_ids"].numpy(), ref_ids):
         raise ValueError("the cached reference signals were computed for other safety tokens")
-    examples = attach_reference(ctx, ctx.inputs["reference"])
-    ids = torch.as_tensor(tokens.token_id.to_numpy())
-    w = torch.as_tensor(tokens.weight.to_numpy(), dtype=torch.float32)
+    examples = attach_reference(ctx, ref)
+    ids = torch.tensor(ref_ids, dtype=torch.long)
+    w = torch.tensor(tokens.weight.to_numpy(), dtype=torch.float32)  # a copy: parquet arrays are read-only
     return FinetunePlan(examples, make_loss(cfg, rung, ids, w),
                         info={"k": len(ids), "nonzero_weights": int((w > 0).sum()), **rung})
