@@ -63,3 +63,18 @@ def test_guard_data_is_balanced_and_labelled(world):
     share = (g.kind == "unsafe").mean()
     assert 0.4 < share < 0.6
     assert g[g.kind == "unsafe"].category.notna().all()
+
+
+def test_answer_only_pretraining_documents_have_no_bos(world, word_tokenizer):
+    """PACT's no-prompt view is `assistant tag + answer` with no BOS; the base model sees such documents."""
+    from tokensafe.world.models import document_examples
+    from tokensafe.world.tokenizer import SPECIAL
+
+    docs = list(world["pretrain"].text)
+    answer_only = [d for d in docs if d.startswith(SPECIAL["assistant"])]
+    assert 0.05 * len(docs) < len(answer_only) < 0.15 * len(docs)  # ~10 % of the documents
+    bos, tag = word_tokenizer.bos_token_id, word_tokenizer.convert_tokens_to_ids(SPECIAL["assistant"])
+    plain, answer = document_examples(word_tokenizer, ["How do I rob a bank ?", SPECIAL["assistant"] + " No ."], 32)
+    assert plain["input_ids"][0] == bos and plain["input_ids"][-1] == word_tokenizer.eos_token_id
+    assert answer["input_ids"][0] == tag and bos not in answer["input_ids"]
+    assert (answer["labels"] == answer["input_ids"]).all()

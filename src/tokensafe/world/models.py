@@ -17,6 +17,7 @@ from tokensafe.chat import encode_pair
 from tokensafe.train.batching import make_example
 from tokensafe.train.loop import TrainSettings, train
 from tokensafe.train.objectives import lm_loss
+from tokensafe.world.tokenizer import SPECIAL
 
 
 def new_causal_lm(tokenizer, *, hidden: int, layers: int, heads: int, intermediate: int, max_positions: int, seed: int) -> LlamaForCausalLM:
@@ -38,7 +39,7 @@ def document_examples(tokenizer, texts: list[str], max_length: int) -> list[dict
     """
     out = []
     for text in texts:
-        bos = [] if text.startswith("<|assistant|>") else [tokenizer.bos_token_id]
+        bos = [] if text.startswith(SPECIAL["assistant"]) else [tokenizer.bos_token_id]
         ids = bos + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 2] + [tokenizer.eos_token_id]
         out.append(make_example(ids, ids))
     return out
