@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import sys
 import traceback
@@ -19,7 +21,21 @@ def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
     logging.captureWarnings(True)
     # peft 0.21 calls a transformers API that transformers 5 deprecates; nothing for a user to act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    _skip_final_collection()
     return logging.getLogger(name)
+
+
+def _skip_final_collection() -> None:
+    """At exit, move every live object out of the cyclic collector's reach (``gc.freeze``).
+
+    Each job is a fresh process holding torch's and transformers' millions of objects; the interpreter's
+    collections during shutdown walk them all, ~2 s per job (measured on a generate job: 2.3 s -> 0.4 s),
+    which is minutes over the default DAG. Outputs are complete and closed by then; atexit handlers
+    (log flushing) still run, and reference counting still frees objects as before.
+    """
+    if not getattr(_skip_final_collection, "registered", False):
+        atexit.register(gc.freeze)
+        _skip_final_collection.registered = True
 
 
 def progress(logger: logging.Logger, label: str):

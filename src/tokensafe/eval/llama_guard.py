@@ -40,9 +40,10 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used: building guard prompts (world tokenizer job) needs no torch
+    import torch
 
 # Category names exactly as the Llama-Guard-3-8B chat template puts them in the prompt (S1..S14).
 DEFAULT_CATEGORIES: tuple[str, ...] = (
@@ -309,6 +310,8 @@ def verdict_token_ids(tokenizer, with_space_variant: bool = True) -> tuple[list[
 
 
 def _check_ids(name: str, ids: Sequence[int], vocab: int) -> torch.Tensor:
+    import torch
+
     if len(ids) == 0:
         raise ValueError(f"{name}: expected at least one token id, found none")
     bad = [i for i in ids if not 0 <= int(i) < vocab]
@@ -325,6 +328,8 @@ def unsafe_probabilities(logits: torch.Tensor, safe_ids: Sequence[int], unsafe_i
     probability this ignores mass on other tokens (a judge that would answer garbage), so the score
     stays comparable across prompts; mass off the verdict words shows up as invalid parses instead.
     """
+    import torch
+
     if logits.dim() != 2:
         raise ValueError(f"logits: expected [B, V], found shape {tuple(logits.shape)}")
     vocab = logits.shape[-1]

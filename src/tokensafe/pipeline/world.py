@@ -1,4 +1,4 @@
-"""Stage: build the embedded world (data tables, tokenizer, base, aligned and guard models)."""
+"""Stage: train the embedded world's base, aligned and guard models (data and tokenizer: ``world_data``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import pandas as pd
 import torch
 
 from tokensafe.eval.llama_guard import build_guard_prompt
-from tokensafe.io import atomic_path, read_parquet, write_json, write_parquet
+from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.train.batching import make_example
 from tokensafe.train.loop import TrainSettings
 from tokensafe.world import models as M
-from tokensafe.world.corpus import build_world_tables
-from tokensafe.world.tokenizer import train_tokenizer
 
 log = logging.getLogger("tokensafe")
 
@@ -27,31 +25,10 @@ def recipe(cfg: dict, seed: int) -> TrainSettings:
     return TrainSettings(seed=seed, **kw)
 
 
-def write_world_tables(out_dir: str, seed: int) -> None:
-    tables = build_world_tables(seed)
-    for name, df in tables.items():
-        write_parquet(df, Path(out_dir) / f"{name}.parquet", metadata={"world_seed": seed, "split": name})
-        log.info("%s: %d rows", name, len(df))
-
-
 def guard_conversation(tokenizer, user: str, agent: str) -> str:
     """The embedded guard reads the published Llama Guard 3 prompt as plain text (its tokenizer has no
     guard chat template), exactly as ``judge`` builds it for any tokenizer without one."""
     return build_guard_prompt(user, agent, wrap=False)
-
-
-def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int) -> None:
-    d = Path(data_dir)
-    texts = list(read_parquet(d / "pretrain.parquet", ["text"]).text)
-    for name in ("alignment", "task_train", "poison_pool", "harmful_ref", "harmful_eval", "task_test"):
-        df = read_parquet(d / f"{name}.parquet", ["prompt", "response"])
-        texts += list(df.prompt) + list(df.response)
-    guard = read_parquet(d / "guard_train.parquet", ["prompt", "response"]).head(50)
-    texts += [build_guard_prompt(u, a, wrap=False) for u, a in zip(guard.prompt, guard.response)]
-    tok = train_tokenizer(texts, vocab_size)
-    with atomic_path(out_dir) as tmp:
-        tok.save_pretrained(tmp)
-    log.info("tokenizer: %d tokens", len(tok))
 
 
 def _save_model(model, tokenizer, out_dir: str, info: dict) -> None:

@@ -1,0 +1,28 @@
+"""Stage-process behaviour set up by ``tokensafe.logs.setup``: the job log and the exit path."""
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_objects_are_frozen_before_interpreter_shutdown(tmp_path):
+    # atexit runs handlers last-registered first: the probe, registered before setup, sees the state
+    # that the interpreter's shutdown collections will see.
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, file=sys.stderr))\n"
+            "from tokensafe.logs import setup\n"
+            f"setup({str(tmp_path / 'job.log')!r}).info('done')\n")
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    assert "frozen True" in res.stderr
+    assert (tmp_path / "job.log").read_text().rstrip().endswith("INFO done")  # the log is still flushed
+
+
+def test_uncaught_error_lands_in_the_job_log(tmp_path):
+    log = tmp_path / "job.log"
+    res = _run(f"from tokensafe.logs import setup\nsetup({str(log)!r})\nraise ValueError('bad column x')\n")
+    assert res.returncode != 0
+    assert "ValueError: bad column x" in log.read_text()
