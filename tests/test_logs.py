@@ -21,6 +21,37 @@ def test_objects_are_frozen_before_interpreter_shutdown(tmp_path):
     assert (tmp_path / "job.log").read_text().rstrip().endswith("INFO done")  # the log is still flushed
 
 
+def test_collector_paused_for_startup_then_resumed_with_startup_objects_frozen():
+    code = ("import gc\n"
+            "from tokensafe.logs import end_startup, setup\n"
+            "end_startup()\n"                                    # never paused: nothing happens
+            "print(gc.isenabled(), gc.get_freeze_count() == 0)\n"
+            "setup(None)\n"
+            "print(gc.isenabled())\n"
+            "end_startup()\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 0)\n")
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:3] == ["True True", "False", "True True"]
+
+
+def test_loading_a_model_ends_the_startup(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path)
+    code = ("import gc\n"
+            "from tokensafe.logs import setup\n"
+            "setup(None)\n"
+            "from tokensafe.train.lora import load_model\n"
+            "print(gc.isenabled())\n"
+            f"load_model({str(tmp_path)!r})\n"
+            "print(gc.isenabled())\n")
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True"]
+
+
 def test_uncaught_error_lands_in_the_job_log(tmp_path):
     log = tmp_path / "job.log"
     res = _run(f"from tokensafe.logs import setup\nsetup({str(log)!r})\nraise ValueError('bad column x')\n")

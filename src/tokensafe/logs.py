@@ -21,21 +21,33 @@ def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
     logging.captureWarnings(True)
     # peft 0.21 calls a transformers API that transformers 5 deprecates; nothing for a user to act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    _skip_final_collection()
+    _pause_collector()
     return logging.getLogger(name)
 
 
-def _skip_final_collection() -> None:
-    """At exit, move every live object out of the cyclic collector's reach (``gc.freeze``).
+def _pause_collector() -> None:
+    """Garbage-collector policy of a stage job (a one-shot process, one per Snakemake job).
 
-    Each job is a fresh process holding torch's and transformers' millions of objects; the interpreter's
-    collections during shutdown walk them all, ~2 s per job (measured on a generate job: 2.3 s -> 0.4 s),
-    which is minutes over the default DAG. Outputs are complete and closed by then; atexit handlers
-    (log flushing) still run, and reference counting still frees objects as before.
+    Start-up (torch, transformers and the model) makes millions of long-lived objects, and the cyclic
+    collector walks them again and again while they are made (~1 s per job); at exit the interpreter's
+    shutdown collections walk them once more (~2 s per job, measured on a generate job: 2.3 s -> 0.4 s).
+    Over the default DAG's 80 jobs that is minutes. So the collector is paused from here until
+    ``end_startup`` (called once the model is loaded, and when training starts), which freezes what
+    start-up made, so later collections skip it, and resumes collection; at exit everything is frozen.
+    Reference counting frees objects as usual throughout; atexit handlers (log flushing) still run.
     """
-    if not getattr(_skip_final_collection, "registered", False):
+    if not getattr(_pause_collector, "registered", False):
+        gc.disable()
         atexit.register(gc.freeze)
-        _skip_final_collection.registered = True
+        _pause_collector.registered = True
+
+
+def end_startup() -> None:
+    """Resume the collector paused by ``setup``, leaving what exists now out of its reach (a no-op
+    outside stage jobs, e.g. in tests or a notebook, where the collector was never paused)."""
+    if getattr(_pause_collector, "registered", False) and not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def progress(logger: logging.Logger, label: str):

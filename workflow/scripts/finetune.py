@@ -1,7 +1,9 @@
-from tokensafe.launch import run_stage
 from tokensafe.logs import setup
 
-setup(snakemake.log[0])
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
+from tokensafe.launch import run_stage
+
 p = snakemake.params
 extra = {k: v for k, v in snakemake.input.items() if k not in ("data", "aligned")}
 # More than one GPU: data-parallel under `accelerate launch`; otherwise in this process.

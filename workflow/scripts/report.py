@@ -1,8 +1,10 @@
-from tokensafe.io import read_parquet
 from tokensafe.logs import setup
+
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
+from tokensafe.io import read_parquet
 from tokensafe.report import pact_ladder_section, render, safety_tokens_section, toss_section
 
-setup(snakemake.log[0])
 inp = snakemake.input
 sections = []
 if inp.toss_masks:

@@ -1,7 +1,9 @@
 from tokensafe.logs import setup
+
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
 from tokensafe.pipeline.summary import write_summary
 
-setup(snakemake.log[0])
 runs = [dict(r, generations=f"results/runs/{r['run']}/generations.parquet", judgments=f"results/runs/{r['run']}/judgments.parquet")
         for r in snakemake.params.runs]
 write_summary(runs, snakemake.params.metric, snakemake.output.csv, snakemake.output.parquet)

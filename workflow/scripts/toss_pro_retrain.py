@@ -1,8 +1,10 @@
-from tokensafe.launch import run_stage
 from tokensafe.logs import setup
+
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
+from tokensafe.launch import run_stage
 from tokensafe.pipeline.toss import select_samples
 
-setup(snakemake.log[0])
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
 t = int(snakemake.wildcards.round)
 select_samples(inp.utility, inp.scored, p.k, inp.previous[0] if inp.previous else None, inp.data, out.picks, t)

@@ -1,7 +1,9 @@
-from tokensafe.launch import run_stage
 from tokensafe.logs import setup
 
-setup(snakemake.log[0])
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
+from tokensafe.launch import run_stage
+
 p = snakemake.params
 run_stage("tokensafe.pipeline.toss:train_reference",
           dict(aligned=p.aligned, table_paths=[snakemake.input.data], settings=p.settings, out_dir=snakemake.output[0],

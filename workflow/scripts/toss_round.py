@@ -1,7 +1,9 @@
 from tokensafe.logs import setup
+
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
 from tokensafe.pipeline.toss import dump_losses, make_mask
 
-setup(snakemake.log[0])
 p, out = snakemake.params, snakemake.output
 dump_losses(p.aligned, snakemake.input.adapter, snakemake.input.data, p.settings, out.losses)
 make_mask(snakemake.input.utility, out.losses, p.d, p.selection, out.mask, out.summary,

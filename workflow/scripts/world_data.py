@@ -1,5 +1,7 @@
 from tokensafe.logs import setup
+
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+
 from tokensafe.pipeline.world_data import write_world_tables
 
-setup(snakemake.log[0])
 write_world_tables(out_dir=snakemake.output[0].rsplit("/", 1)[0], seed=snakemake.params.seed)

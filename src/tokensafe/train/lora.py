@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from tokensafe.logs import end_startup
+
 
 def resolve_dtype(name: str) -> torch.dtype:
     """``auto`` means bf16 on a GPU and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
@@ -33,6 +35,7 @@ def load_model(path: str, dtype: str = "auto", adapter: str | None = None, train
             raise FileNotFoundError(f"adapter path {adapter!r} does not exist")
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
     model.eval()
+    end_startup()  # a stage job's start-up ends with its model loaded (see tokensafe.logs)
     return model
 
 
