@@ -1,4 +1,4 @@
-"""Logging for stages: one log file per job (the rule's ``log:``) plus stderr."""
+"""Set-up of a stage job: its log (the rule's ``log:`` file plus stderr) and its garbage-collector policy."""
 
 from __future__ import annotations
 
