@@ -106,8 +106,9 @@ rule world_guard:
         "logs/world_guard.log",
     benchmark:
         "benchmarks/world_guard.tsv"
-    # One thread, after the base and aligned models: only the judges need the guard, so it trains
-    # beside the first preparation jobs and fine-tunes instead of holding the world's models back.
+    # One thread, after the base (order-only input above) and behind the aligned model (PRIORITY): only
+    # the judges need the guard, so it trains beside the first preparation jobs and fine-tunes instead
+    # of holding the world's models back.
     priority: PRIORITY["guard"]
     threads: 1
     resources:
