@@ -1,11 +1,13 @@
 """Every method end to end on the micro world at one poison ratio, then the plans for method/round changes."""
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from workflow_utils import micro_config, planned_jobs, snakemake, write_config
+from workflow_utils import REPO, micro_config, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -89,3 +91,21 @@ def test_adding_or_removing_a_baseline_touches_only_it(finished):
     c = dict(cfg, methods=cfg["methods"] + ["prefix_mask"])
     assert planned_jobs(wd, write_config(c, wd, "plus.yaml")) == {
         "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+
+
+def test_gpu_smoke_check_replays_every_stage(finished):
+    """tests/gpu_smoke.py is run by hand on GPUs; on the CPU its replay of the run must be exact."""
+    wd, cfg = finished
+    out = wd / "smoke.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tests/gpu_smoke.py"), "--cpu", "--steps", "2",
+                           "--config", str(wd / "config.yaml"), "--out", str(out)],
+                          cwd=wd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep["loss_dump"]["same_token_ids"] and rep["loss_dump"]["mean_abs_diff"] == 0.0
+    assert rep["pact_reference"]["full_mean_abs_diff"] == 0.0 and rep["pact_reference"]["post_mean_abs_diff"] == 0.0
+    trained = {m for m, v in rep["finetune"].items() if isinstance(v, dict) and v.get("ok")}
+    assert trained == set(cfg["methods"])
+    for run in ("initial/s1", "sft/p0.1/s1"):
+        r = rep["generate_judge"][run]
+        assert r["same_text_share"] == 1.0 and r["cpu"] == r["replay"]
