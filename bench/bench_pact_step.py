@@ -35,9 +35,11 @@ def build(shape: str, device: str, dtype: torch.dtype):
 
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)  # initialise in place: building 1B parameters on the CPU first takes longer than the benchmark
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=4096))
-    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=4096))
+    finally:
+        torch.set_default_dtype(torch.float32)
     return add_lora(model, 8, 32, 0.0, ["q_proj", "v_proj"], seed=0)
 
 
