@@ -12,6 +12,7 @@ from tokensafe.eval.llama_guard import build_guard_prompt
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.train.batching import make_example
 from tokensafe.train.loop import TrainSettings
+from tokensafe.train.objectives import labelled_lm_loss
 from tokensafe.world import models as M
 
 log = logging.getLogger("tokensafe")
@@ -82,6 +83,7 @@ def build_guard(data_dir: str, tokenizer_dir: str, out_dir: str, arch: dict, tra
     model = M.new_causal_lm(tok, seed=seed, **arch)
     ex = guard_examples(tok, df, arch["max_positions"])
     log.info("guard: %d conversations, longest %d tokens", len(ex), max(len(e["input_ids"]) for e in ex))
-    history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info)
+    # The loss is on the verdict only, so the LM head runs only there (labelled_lm_loss).
+    history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss)
     _save_model(model, tok, out_dir, {"role": "guard", "arch": arch, "train": train_cfg, "seed": seed, "history": history})
 

@@ -54,8 +54,8 @@ def response_examples(tokenizer, df: pd.DataFrame, template: str, max_length: in
     return out
 
 
-def fit(model, examples: list[dict], settings: TrainSettings, tokenizer, log: Callable[[str], None]) -> list[dict]:
-    return train(model, examples, lm_loss, settings, pad_id=tokenizer.pad_token_id, log=log)
+def fit(model, examples: list[dict], settings: TrainSettings, tokenizer, log: Callable[[str], None], loss_fn=lm_loss) -> list[dict]:
+    return train(model, examples, loss_fn, settings, pad_id=tokenizer.pad_token_id, log=log)
 
 
 def param_count(model) -> int:
