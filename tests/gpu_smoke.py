@@ -36,27 +36,29 @@ import torch
 
 from tokensafe.io import parquet_metadata, read_parquet
 
+# The run every method has in the default config (method_poison_ratios: P = 0.1; seed 1).
+RUN = "p0.1/s1"
 # The finetune rule's extra inputs per method (workflow/rules/{toss,pact,baselines}.smk), relative to results/.
 METHOD_INPUTS = {
-    "toss": lambda r: {"mask": f"{r}/toss/p0.1/s1/round0/mask.parquet"},
-    "toss_pro": lambda r: {"mask": max(Path(r, "toss/p0.1/s1").glob("round*/mask.parquet"), key=lambda p: int(p.parent.name[5:])).as_posix()},
-    "constrained_sft": lambda r: {"reference_losses": f"{r}/baselines/p0.1/s1/aligned_losses.parquet"},
+    "toss": lambda r: {"mask": f"{r}/toss/{RUN}/round0/mask.parquet"},
+    "toss_pro": lambda r: {"mask": max(Path(r, "toss", RUN).glob("round*/mask.parquet"), key=lambda p: int(p.parent.name[5:])).as_posix()},
+    "constrained_sft": lambda r: {"reference_losses": f"{r}/baselines/{RUN}/aligned_losses.parquet"},
     "safety_mix": lambda r: {"safety_demos": f"{r}/data/safety_demos.parquet"},
     "safelora": lambda r: {"projectors": f"{r}/baselines/projectors.pt"},
     "asft": lambda r: {"projectors": f"{r}/baselines/projectors.pt"},
 }
 for _m in ("pact", "pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt"):
     METHOD_INPUTS[_m] = lambda r: {"safety_tokens": f"{r}/pact/safety_tokens.parquet",
-                                   "reference": f"{r}/pact/p0.1/s1/reference.safetensors"}
+                                   "reference": f"{r}/pact/{RUN}/reference.safetensors"}
 
 
 def check_loss_dump(results: str, tmp: Path) -> dict:
     from tokensafe.pipeline.toss import dump_losses
 
-    cpu_path = f"{results}/toss/p0.1/s1/round0/losses_harmful.parquet"
+    cpu_path = f"{results}/toss/{RUN}/round0/losses_harmful.parquet"
     meta = parquet_metadata(cpu_path)
     out = tmp / "losses_harmful.parquet"
-    dump_losses(f"{results}/world/aligned", meta["adapter"], f"{results}/data/finetune/p0.1/s1.parquet", meta["settings"], str(out))
+    dump_losses(f"{results}/world/aligned", meta["adapter"], f"{results}/data/finetune/{RUN}.parquet", meta["settings"], str(out))
     cols = ["sample_id", "position", "token_id", "loss", "is_response"]
     cpu, gpu = read_parquet(cpu_path, cols), read_parquet(str(out), cols)
     same_tokens = cpu[["sample_id", "position", "token_id"]].equals(gpu[["sample_id", "position", "token_id"]])
@@ -73,11 +75,11 @@ def check_pact_reference(results: str, tmp: Path) -> dict:
 
     from tokensafe.pipeline.pact import write_reference_signals
 
-    settings = json.loads(Path(f"{results}/runs/pact/p0.1/s1/adapter/training.json").read_text())["settings"]
+    settings = json.loads(Path(f"{results}/runs/pact/{RUN}/adapter/training.json").read_text())["settings"]
     out = tmp / "reference.safetensors"
-    write_reference_signals(f"{results}/world/aligned", f"{results}/data/finetune/p0.1/s1.parquet",
+    write_reference_signals(f"{results}/world/aligned", f"{results}/data/finetune/{RUN}.parquet",
                             f"{results}/pact/safety_tokens.parquet", settings, str(out))
-    cpu, gpu = load_file(f"{results}/pact/p0.1/s1/reference.safetensors"), load_file(str(out))
+    cpu, gpu = load_file(f"{results}/pact/{RUN}/reference.safetensors"), load_file(str(out))
     res = {"positions": int(cpu["full"].shape[0]),
            "same_positions": bool(torch.equal(cpu["sample_id"], gpu["sample_id"]) and torch.equal(cpu["position"], gpu["position"]))}
     for view in ("full", "post"):
@@ -92,14 +94,14 @@ def check_finetunes(results: str, tmp: Path, steps: int) -> dict:
     from tokensafe.pipeline.finetune import run_finetune
 
     out = {}
-    for train_json in sorted(Path(results, "runs").glob("*/p0.1/s1/adapter/training.json")):
+    for train_json in sorted(Path(results, "runs").glob(f"*/{RUN}/adapter/training.json")):
         method = train_json.parts[-5]
         settings = json.loads(train_json.read_text())["settings"]
         settings = {**settings, "recipe": {**settings["recipe"], "steps": steps}}
         inputs = METHOD_INPUTS.get(method, lambda r: {})(results)
         t0 = time.time()
         try:
-            run_finetune(method, f"{results}/data/finetune/p0.1/s1.parquet", f"{results}/world/aligned", settings,
+            run_finetune(method, f"{results}/data/finetune/{RUN}.parquet", f"{results}/world/aligned", settings,
                          str(tmp / f"adapter_{method}"), inputs)
             hist = json.loads((tmp / f"adapter_{method}" / "training.json").read_text())["history"]
             losses = [h["loss"] for h in hist]
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in [("loss_dump", lambda: check_loss_dump(args.results, tmp)),
                          ("pact_reference", lambda: check_pact_reference(args.results, tmp)),
                          ("finetune", lambda: check_finetunes(args.results, tmp, args.steps)),
-                         ("generate_judge", lambda: check_generate_judge(args.results, tmp, ["initial/s1", "sft/p0.1/s1"], judge_cfg))]:
+                         ("generate_judge", lambda: check_generate_judge(args.results, tmp, ["initial/s1", f"sft/{RUN}"], judge_cfg))]:
             t0 = time.time()
             try:
                 res = fn()

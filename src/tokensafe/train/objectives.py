@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tokensafe.losses.common import answer_mask, shift_for_next_token
+
 
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-mean cross-entropy over every labelled position (response-only SFT when the prompt is -100)."""
@@ -24,8 +26,8 @@ def labelled_lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     every position onto the vocabulary was 40 % of the embedded guard's training time. Same loss (token
     mean over labelled positions); only the summation order of the head's gradient differs.
     """
-    labels = batch["labels"]
-    keep = labels[:, 1:] != -100  # position t predicts labels[:, t + 1]
     hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), labels[:, 1:][keep]), {}
+    hidden, targets = shift_for_next_token(hidden, batch["labels"])
+    keep = answer_mask(targets)
+    logits = model.get_output_embeddings()(hidden[keep])
+    return F.cross_entropy(logits.float(), targets[keep]), {}
