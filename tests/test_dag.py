@@ -68,6 +68,7 @@ def test_real_models_plan_no_world_models(tmp_path):
         (lambda c: c.update(poison_ratios=[0.1, 2.0]), "poison_ratios[1] = 2.0: must be <= 1"),
         (lambda c: c["models"].update(aligned="./nowhere/model"), "models.aligned: model path './nowhere/model' does not exist"),
         (lambda c: c.update(seeds="one"), 'seeds = "one": must be a value of type array'),
+        (lambda c: c.update(cpu_numerics="fast"), 'cpu_numerics = "fast": must be one of avx2, native'),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, mutate, message):

@@ -81,6 +81,18 @@ def test_generation_change_reruns_generation_not_training(finished):
         "generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
 
 
+def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finished):
+    wd, cfg = finished
+    # The default pins the AVX2 code path, and each job's log says what it ran under.
+    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" in (wd / "logs" / "world_guard.log").read_text()
+    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" in (wd / "logs" / "judge" / "sft" / "p0.1" / "s1.log").read_text()
+    # Other numerics can give other numbers: every model is retrained and re-evaluated in the same run
+    # (the guard too, whose only link to the base is an ordering input), data and tokenizer are kept.
+    plan = planned_jobs(wd, write_config(dict(cfg, cpu_numerics="native"), wd, "native.yaml"))
+    assert plan == {"world_base": 1, "world_aligned": 1, "world_guard": 1, "finetune": 2, "generate": 3, "judge": 3,
+                    "summary": 1, "report": 1, "all": 1}
+
+
 def test_bad_config_leaves_results_intact(finished):
     wd, cfg = finished
     before = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}

@@ -10,6 +10,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+from tokensafe.numerics import describe_cpu_numerics
+
 
 def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -22,7 +24,9 @@ def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
     # peft 0.21 calls a transformers API that transformers 5 deprecates; nothing for a user to act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     _pause_collector()
-    return logging.getLogger(name)
+    logger = logging.getLogger(name)
+    logger.info("cpu numerics: %s", describe_cpu_numerics())
+    return logger
 
 
 def _pause_collector() -> None:

@@ -14,9 +14,7 @@ FINETUNE_INPUTS["asft"] = lambda wc: {"projectors": f"{BASELINE_DIR}/projectors.
 
 
 def aligned_loss_settings():
-    base = run_settings("sft", 0.0, 0)
-    return {**{k: base[k] for k in ("models", "world_seed", "prompt_template", "max_length", "dtype")},
-            "method_settings": {"chunk_size": config["toss"].get("chunk_size", 1024)}}
+    return stage_settings({"chunk_size": config["toss"].get("chunk_size", 1024)})
 
 
 rule aligned_losses:
@@ -51,6 +49,7 @@ rule subspace_projectors:
         base=model_ref("base"),
         target_modules=config["finetune"]["lora"]["target_modules"],
         dtype=config["models"].get("dtype", "auto"),
+        cpu_numerics=config["cpu_numerics"],
     log:
         "logs/subspace_projectors.log",
     benchmark:

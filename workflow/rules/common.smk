@@ -5,12 +5,16 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from tokensafe.config import ConfigError, check_config, classify_model_ref, ratio_tag, settings_hash
+from tokensafe.numerics import pin_cpu_numerics
 
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as e:
     raise WorkflowError(str(e))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
+# Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
+# CPU arithmetic takes the configured code path: same config and seed, same numbers on any x86 CPU.
+pin_cpu_numerics(config["cpu_numerics"])
 
 # vLLM pins its own torch and transformers, so it lives in envs/vllm.yaml, used by the generate and
 # judge rules under --software-deployment-method conda. Without that (and without vLLM here), stop now.
@@ -112,8 +116,16 @@ def run_settings(method, ratio, seed):
         "lora": config["finetune"]["lora"],
         "recipe": config["finetune"]["recipe"],
         "dtype": config["models"].get("dtype", "auto"),
+        "cpu_numerics": config["cpu_numerics"],
         "method_settings": METHOD_SETTINGS[method](),
     }
+
+
+def stage_settings(method_settings):
+    """Settings of a preparation stage that scores or trains on the aligned model (TOSS, PACT, baselines)."""
+    base = run_settings("sft", 0.0, 0)
+    keys = ("models", "world_seed", "prompt_template", "max_length", "dtype", "cpu_numerics")
+    return {**{k: base[k] for k in keys}, "method_settings": method_settings}
 
 
 def initial_settings(seed):
@@ -124,6 +136,7 @@ def initial_settings(seed):
         "world_seed": config["world_seed"] if config["models"]["aligned"] == "embedded" else None,
         "prompt_template": config["prompt_template"],
         "dtype": config["models"].get("dtype", "auto"),
+        "cpu_numerics": config["cpu_numerics"],
     }
 
 

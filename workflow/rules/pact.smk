@@ -9,9 +9,7 @@ def pact_settings():
 
 
 def pact_stage_settings():
-    base = run_settings("sft", 0.0, 0)
-    return {**{k: base[k] for k in ("models", "world_seed", "prompt_template", "max_length", "dtype")},
-            "method_settings": pact_settings()}
+    return stage_settings(pact_settings())
 
 
 for _m in PACT_METHODS:

@@ -17,9 +17,7 @@ def toss_pro_settings():
 
 def toss_reference_settings(seed=0):
     """Everything that defines a TOSS reference model (not the round count: raising it adds rounds only)."""
-    base = run_settings("sft", 0.0, seed)
-    base = {k: base[k] for k in ("models", "world_seed", "prompt_template", "max_length", "dtype")}
-    return {**base, "seed": seed, "method_settings": toss_settings()}
+    return {**stage_settings(toss_settings()), "seed": seed}
 
 
 def harmful_adapter(wildcards):

@@ -51,6 +51,7 @@ rule world_base:
         arch=config["world"]["model"],
         train=config["world"]["pretrain"],
         seed=config["world_seed"],
+        cpu_numerics=config["cpu_numerics"],
         max_length=config["max_length"],
     log:
         "logs/world_base.log",
@@ -75,6 +76,7 @@ rule world_aligned:
     params:
         train=config["world"]["align"],
         seed=config["world_seed"],
+        cpu_numerics=config["cpu_numerics"],
         template=config["prompt_template"],
         max_length=config["max_length"],
     log:
@@ -93,20 +95,23 @@ rule world_guard:
     input:
         data=f"{WORLD}/data/guard_train.parquet",
         tokenizer=f"{WORLD}/tokenizer",
-        # Order only (ancient: never a rerun reason): started beside the base, the guard would take one
-        # core and hold back the 2-thread base training that every other model job waits for.
-        after_base=ancient(f"{WORLD}/base"),
+        # For order: started beside the base, the guard would take one core and hold back the 2-thread
+        # base training that every other model job waits for. Not ancient(): Snakemake 9 then never
+        # checks the guard's own params in a run that retrains the base (a cpu_numerics change left the
+        # guard stale); a base change retraining the guard too costs ~1.5 min in a run that redoes all.
+        after_base=f"{WORLD}/base",
     output:
         directory(f"{WORLD}/guard"),
     params:
         arch=config["world"]["guard_model"],
         train=config["world"]["guard"],
         seed=config["world_seed"],
+        cpu_numerics=config["cpu_numerics"],
     log:
         "logs/world_guard.log",
     benchmark:
         "benchmarks/world_guard.tsv"
-    # One thread, after the base (order-only input above) and behind the aligned model (PRIORITY): only
+    # One thread, after the base (input above) and behind the aligned model (PRIORITY): only
     # the judges need the guard, so it trains beside the first preparation jobs and fine-tunes instead
     # of holding the world's models back.
     priority: PRIORITY["guard"]
