@@ -145,13 +145,27 @@ def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: di
     return out
 
 
+def restart_with_cpu_numerics(mode: str, argv: list[str] | None) -> bool:
+    """On the CPU the replay is exact only under the run's own kernels (config ``cpu_numerics``), which
+    torch reads when it loads: re-execute this script with them unless they are already in effect."""
+    import os
+
+    from tokensafe.numerics import CPU_NUMERICS_ENV
+
+    want = CPU_NUMERICS_ENV[mode]
+    if all(os.environ.get(k) == v for k, v in want.items()):
+        return False
+    os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], {**os.environ, **want})
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default="results", help="results folder of a finished embedded run (default: results)")
     ap.add_argument("--steps", type=int, default=20, help="training steps per method (default: 20)")
     ap.add_argument("--out", default="gpu_smoke.json", help="JSON report (default: gpu_smoke.json)")
     ap.add_argument("--config", default="config.yaml", help="config of the run, for the judge settings (default: config.yaml)")
-    ap.add_argument("--cpu", action="store_true", help="run the same checks on the CPU (to develop this script)")
+    ap.add_argument("--cpu", action="store_true", help="run the same checks on the CPU, under the run's cpu_numerics, where the replay must be exact (to develop this script)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu:
         ap.error("no CUDA device: this check replays the CPU run on a GPU")
@@ -161,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     import yaml
 
-    judge_cfg = yaml.safe_load(Path(args.config).read_text())["judge"]
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.cpu and restart_with_cpu_numerics(cfg.get("cpu_numerics", "avx2"), argv):
+        return 0  # not reached: the process was replaced
+    judge_cfg = cfg["judge"]
     report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               "transformers": transformers.__version__}
     ok = True

@@ -20,6 +20,7 @@ from tokensafe.losses.pact import (
     position_decay,
     safety_weights,
     select_safety_tokens,
+    weight_conflicts,
     weighted_restricted_kl,
 )
 from tokensafe.losses.pact_reference import (
@@ -466,3 +467,46 @@ def test_reference_pipeline_matches_full_view_alignment():
     post_S = align_post_view(post_rows, labels)
     mask = answer_positions(labels) >= 0
     assert torch.equal(post_S[mask], full_S[mask])
+
+
+def test_weight_conflicts_mark_trained_tokens_that_q_excludes():
+    # S = {5, 7, 9} with weights (0.4, 0, 0.6): only token 7 is a conflict; 3 is not in S at all.
+    S, w = torch.tensor([5, 7, 9]), torch.tensor([0.4, 0.0, 0.6])
+    targets = torch.tensor([7, 3, 5, 7, 9])
+    assert weight_conflicts(targets, S, w).tolist() == [True, False, False, True, False]
+    # ...and the KL really pushes such a token down: the reference puts all S-mass on 7, q none.
+    z = torch.tensor([0.0, 5.0, 0.0], requires_grad=True)
+    weighted_restricted_kl(z, torch.tensor([0.0, 9.0, 0.0]), w).backward()
+    assert z.grad[1] > 0  # gradient descent lowers the logit of token 7
+
+
+def test_conflict_summary_counts_clean_answers_only():
+    import pandas as pd
+
+    from tokensafe.pipeline.pact import conflict_summary
+
+    tokens = pd.DataFrame({"token_id": [5, 7, 9], "token": ["a", " is", "."], "weight": [0.4, 0.0, 0.6]})
+    token_ids = torch.tensor([7, 5, 7, 9, 7, 7])
+    sample_ids = torch.tensor([0, 0, 1, 1, 2, 2])  # sample 2 is poison
+    d = conflict_summary(token_ids, sample_ids, tokens, poison={2})
+    assert (d["population"], d["positions"], d["conflicts"]) == ("clean samples", 4, 2)
+    assert d["share"] == 0.5 and d["zero_weight_tokens"] == 1 and d["safety_tokens"] == 3
+    assert d["tokens"] == [{"token_id": 7, "token": " is", "count": 2}]
+    everything = conflict_summary(token_ids, sample_ids, tokens, poison=None)
+    assert (everything["population"], everything["positions"], everything["conflicts"]) == ("all samples", 6, 4)
+
+
+def test_cached_reference_with_other_token_ids_is_refused():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tokensafe.pipeline.methods.pact import attach_reference
+
+    ex = {"input_ids": np.array([1, 2, 3, 4]), "labels": np.array([-100, -100, 3, 4])}
+    ctx = SimpleNamespace(data={"sample_id": [0]}, examples=[ex])
+    ref = {"sample_id": torch.tensor([0, 0]), "position": torch.tensor([1, 2]), "token_id": torch.tensor([3, 4]),
+           "full": torch.zeros(2, 2), "post": torch.zeros(2, 2)}
+    assert attach_reference(ctx, ref)[0]["answer_pos"].tolist() == [0, 0, 1, 0]
+    with pytest.raises(ValueError, match="sample 0: cached reference signals do not match the training tokenisation"):
+        attach_reference(ctx, {**ref, "token_id": torch.tensor([3, 5])})

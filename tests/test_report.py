@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from tokensafe.report import aggregate, pact_ladder_section, render, table4
+from tokensafe.report import aggregate, pact_conflicts_section, pact_ladder_section, render, table4
 
 
 def _summary():
@@ -40,3 +40,13 @@ def test_render_writes_report_and_plot(tmp_path):
     assert "## Extra" in md and "plot.png" in md
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert set(aggregate(_summary()).n_seeds) == {2}
+
+
+def test_pact_conflicts_row_per_fine_tuning_set(tmp_path):
+    path = tmp_path / "p0.1" / "s2" / "weight_conflicts.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"population": "clean samples", "positions": 200, "conflicts": 18, "share": 0.09,
+                                "zero_weight_tokens": 25, "safety_tokens": 50,
+                                "tokens": [{"token_id": 283, "token": " is", "count": 17}, {"token_id": 262, "token": " a", "count": 1}]}))
+    s = pact_conflicts_section([str(path)])
+    assert "| 0.1 | 2 | clean samples | 200 | 18 | 9.0 % | 25/50 | `' is'` 17, `' a'` 1 |" in s

@@ -111,6 +111,22 @@ def safety_tokens_section(path: str, top: int = 20) -> str:
     return "\n".join(lines)
 
 
+def pact_conflicts_section(paths: list[str]) -> str:
+    """Per fine-tuning set: answer positions whose trained token has safety weight 0, where the weighted KL
+    lowers the token the cross-entropy raises (``weight_conflicts.json`` of the `pact_reference` rule)."""
+    lines = ["Answer positions whose trained token is a safety token of weight 0: the weighted target q gives it no "
+             "mass, so the KL lowers the token the cross-entropy raises (methods with weights: pact_weights, "
+             "pact_noprompt, pact).", "",
+             "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |", "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        ratio, seed = Path(path).parent.parent.name[1:], Path(path).parent.name[1:]
+        common = ", ".join(f"`{t['token']!r}` {t['count']}" for t in d["tokens"]) or "-"
+        lines.append(f"| {ratio} | {seed} | {d['population']} | {d['positions']} | {d['conflicts']} | "
+                     f"{100 * d['share']:.1f} % | {d['zero_weight_tokens']}/{d['safety_tokens']} | {common} |")
+    return "\n".join(lines)
+
+
 LADDER_ROWS = [("pact_fullkl", "Full-vocab KL"), ("pact_tokens", "+ safety tokens"), ("pact_weights", "+ safety weights"),
                ("pact_noprompt", "+ no-prompt reference"), ("pact", "+ position decay (full PACT)")]
 

@@ -23,6 +23,14 @@ def pact_report_inputs():
     return [f"{PACT_DIR}/safety_tokens.parquet"] if set(PACT_METHODS[1:]) & set(METHODS) else []
 
 
+def pact_conflict_inputs():
+    """Weight-conflict summaries of the fine-tuning sets that a weighted PACT method trains on."""
+    # The ladder rows with weights (tokensafe.pipeline.methods.pact.LADDER, not imported: it loads torch).
+    weighted = [m for m in ("pact", "pact_weights", "pact_noprompt") if m in METHODS]
+    sets = sorted({r for m in weighted for r in method_ratios(m)}, key=float)
+    return [f"{PACT_DIR}/p{r}/s{s}/weight_conflicts.json" for r in sets for s in SEEDS]
+
+
 rule pact_safe_responses:
     input:
         prompts="results/data/safety_prompts.parquet",
@@ -75,7 +83,8 @@ rule pact_reference:
         tokens=f"{PACT_DIR}/safety_tokens.parquet",
         aligned=model_input("aligned"),
     output:
-        f"{PACT_DIR}/p{{ratio}}/s{{seed}}/reference.safetensors",
+        reference=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/reference.safetensors",
+        conflicts=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/weight_conflicts.json",
     params:
         aligned=model_ref("aligned"),
         settings=pact_stage_settings(),

@@ -27,6 +27,7 @@ rule report:
         summary="results/summary.parquet",
         toss_masks=toss_report_inputs(),
         safety_tokens=pact_report_inputs(),
+        pact_conflicts=pact_conflict_inputs(),
     output:
         md="results/report.md",
         png="results/safety_utility.png",

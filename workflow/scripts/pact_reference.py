@@ -5,4 +5,5 @@ setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.
 from tokensafe.pipeline.pact import write_reference_signals
 
 p = snakemake.params
-write_reference_signals(p.aligned, snakemake.input.data, snakemake.input.tokens, p.settings, snakemake.output[0])
+write_reference_signals(p.aligned, snakemake.input.data, snakemake.input.tokens, p.settings, snakemake.output.reference,
+                        snakemake.output.conflicts)

@@ -3,7 +3,7 @@ from tokensafe.logs import setup
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
 
 from tokensafe.io import read_parquet
-from tokensafe.report import pact_ladder_section, render, safety_tokens_section, toss_section
+from tokensafe.report import pact_conflicts_section, pact_ladder_section, render, safety_tokens_section, toss_section
 
 inp = snakemake.input
 sections = []
@@ -11,6 +11,8 @@ if inp.toss_masks:
     sections.append(("TOSS masks against the known poison tokens", toss_section(list(inp.toss_masks))))
 if inp.safety_tokens:
     sections.append(("PACT safety tokens", safety_tokens_section(inp.safety_tokens[0])))
+if inp.pact_conflicts:
+    sections.append(("PACT: where the weighted KL fights the cross-entropy", pact_conflicts_section(list(inp.pact_conflicts))))
 summary = read_parquet(inp.summary)
 ladder = pact_ladder_section(summary)
 if ladder:

@@ -248,6 +248,17 @@ def weighted_restricted_kl(
     return tau**2 * (torch.xlogy(q, q) - cross).sum(dim=-1)
 
 
+def weight_conflicts(target_ids: torch.Tensor, safety_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Answer positions whose trained token is a safety token of weight 0 (bool, shaped like ``target_ids``).
+
+    There q gives that token no mass, while the model's restricted distribution still counts it, so the
+    KL lowers the very token the cross-entropy raises (relu-centred weights zero about half of S).
+    """
+    if safety_ids.shape != weights.shape:
+        raise ValueError(f"safety_ids and weights differ in shape: {tuple(safety_ids.shape)} vs {tuple(weights.shape)}")
+    return torch.isin(target_ids, safety_ids[weights <= 0])
+
+
 # ---------------------------------------------------------------------------------------------
 # Eq. 3-8 assembled
 

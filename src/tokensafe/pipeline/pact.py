@@ -8,6 +8,7 @@ epoch and run: exact, not an approximation.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from tokensafe.chat import encode_pair, prompt_text
 from tokensafe.eval.keyword_judge import is_refusal
 from tokensafe.io import atomic_path, read_parquet, write_parquet
-from tokensafe.losses.pact import GapAccumulator, safety_weights, select_safety_tokens
+from tokensafe.losses.pact import GapAccumulator, safety_weights, select_safety_tokens, weight_conflicts
 from tokensafe.losses.pact_reference import assistant_header, no_prompt_view
 from tokensafe.pipeline.finetune import encode_dataset
 from tokensafe.train.lora import load_model, load_tokenizer
@@ -105,20 +106,23 @@ def header_ids(tok, template: str) -> list[int]:
 
 
 @torch.no_grad()
-def write_reference_signals(aligned: str, data_path: str, tokens_path: str, settings: dict, out: str, batch_size: int = 32) -> None:
-    """z^full and z^post of the frozen aligned model at every answer position, restricted to S (safetensors)."""
+def write_reference_signals(aligned: str, data_path: str, tokens_path: str, settings: dict, out: str,
+                            out_conflicts: str | None = None, batch_size: int = 32) -> None:
+    """z^full and z^post of the frozen aligned model at every answer position, restricted to S (safetensors),
+    with the answer token each position predicts; ``out_conflicts`` gets :func:`conflict_summary` (JSON)."""
     from safetensors.torch import save_file
 
     from tokensafe.train.batching import collate
 
     df = read_parquet(data_path, ["sample_id", "prompt", "response"])
-    S = torch.tensor(read_parquet(tokens_path, ["token_id"]).token_id.to_numpy(), dtype=torch.long)
+    tokens = read_parquet(tokens_path, ["token_id", "token", "weight"])
+    S = torch.tensor(tokens.token_id.to_numpy(), dtype=torch.long)
     tok = load_tokenizer(aligned)
     model = load_model(aligned, settings.get("dtype", "auto"))
     device = next(model.parameters()).device
     examples = encode_dataset(tok, df, settings["prompt_template"], settings["max_length"])
     head = header_ids(tok, settings["prompt_template"])
-    full_rows, post_rows, sids, positions = [], [], [], []
+    full_rows, post_rows, sids, positions, targets = [], [], [], [], []
 
     def restricted(ex_list, starts, lengths):
         batch = collate(ex_list, pad_id=tok.pad_token_id)
@@ -138,10 +142,41 @@ def write_reference_signals(aligned: str, data_path: str, tokens_path: str, sett
             post_rows.append(q)
             sids.append(np.full(len(f), int(df.sample_id.iloc[start + j])))
             positions.append(np.arange(p - 1, p - 1 + len(f)))
+            targets.append(np.asarray(answers[j], dtype=np.int64))
     tensors = {
         "full": torch.cat(full_rows), "post": torch.cat(post_rows), "safety_ids": S,
         "sample_id": torch.as_tensor(np.concatenate(sids)), "position": torch.as_tensor(np.concatenate(positions)),
+        "token_id": torch.as_tensor(np.concatenate(targets)),
     }
     with atomic_path(out) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"data": data_path, "tokens": tokens_path})
     log.info("reference signals: %d answer tokens x %d safety tokens, two views", len(tensors["full"]), len(S))
+    if out_conflicts:
+        poison = set(df.sample_id[df.is_poison.astype(bool)]) if "is_poison" in df.columns else None
+        summary = conflict_summary(tensors["token_id"], tensors["sample_id"], tokens, poison)
+        with atomic_path(out_conflicts) as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=2))
+        log.info("weight conflicts: %d of %d answer positions (%s)", summary["conflicts"], summary["positions"],
+                 summary["population"])
+
+
+def conflict_summary(token_ids: torch.Tensor, sample_ids: torch.Tensor, tokens: pd.DataFrame,
+                     poison: set[int] | None, top: int = 5) -> dict:
+    """How often the weighted KL fights the cross-entropy (:func:`weight_conflicts`) on this fine-tuning set:
+    over the answers of the clean samples when the set marks its poison (the embedded world), else all."""
+    S = torch.tensor(tokens.token_id.to_numpy(), dtype=torch.long)
+    w = torch.tensor(tokens.weight.to_numpy(), dtype=torch.float32)
+    keep = torch.ones_like(token_ids, dtype=torch.bool)
+    if poison is not None:
+        keep = ~torch.isin(sample_ids, torch.tensor(sorted(poison), dtype=torch.long))
+    hit = weight_conflicts(token_ids, S, w) & keep
+    ids, counts = torch.unique(token_ids[hit], return_counts=True)
+    text = dict(zip(tokens.token_id, tokens.token))
+    order = counts.argsort(descending=True)[:top]
+    return {
+        "population": "clean samples" if poison is not None else "all samples",
+        "positions": int(keep.sum()), "conflicts": int(hit.sum()),
+        "share": float(hit.sum()) / max(int(keep.sum()), 1),
+        "zero_weight_tokens": int((w <= 0).sum()), "safety_tokens": len(S),
+        "tokens": [{"token_id": int(ids[i]), "token": text[int(ids[i])], "count": int(counts[i])} for i in order],
+    }

@@ -30,7 +30,8 @@ LADDER = {
 def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list[dict]:
     """Per example: ref_full / ref_post ``[T, K]`` at the shifted positions, and answer positions ``[T]``.
 
-    ``ref`` is the `pact_reference` rule's safetensors file, loaded (sample_id, position, full, post, safety_ids).
+    ``ref`` is the `pact_reference` rule's safetensors file, loaded (sample_id, position, token_id, full, post,
+    safety_ids); its positions and token ids must be those of this tokenisation.
     """
     sid = ref["sample_id"].numpy()
     bounds = np.flatnonzero(np.diff(sid)) + 1
@@ -44,7 +45,8 @@ def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list
         answer = np.flatnonzero(ex["labels"] != -100)
         s, e = spans.get(int(sample_id), (0, 0))
         pos = ref["position"][s:e].numpy()
-        if len(answer) == 0 or e - s != len(answer) or pos[0] != answer[0] - 1:
+        same_ids = "token_id" not in ref or np.array_equal(ref["token_id"][s:e].numpy(), np.asarray(ex["input_ids"])[answer])
+        if len(answer) == 0 or e - s != len(answer) or pos[0] != answer[0] - 1 or not same_ids:
             raise ValueError(f"sample {sample_id}: cached reference signals do not match the training tokenisation "
                              "(recompute them with the same tokenizer, template and max_length)")
         full = np.zeros((n, k), dtype=np.float32)
