@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -173,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from tokensafe.numerics import cpu_name
+
     results, outputs = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             outputs[method] = torch.load(save)
     max_abs_diff = (float((outputs["chunked"] - outputs["naive"]).abs().max()) if len(outputs) == 2 else None)
 
-    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else (platform.processor() or platform.machine())
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name()
     record = {
         "benchmark": "loss_dump",
         "shape": args.shape, "config": {k: v for k, v in SHAPES[args.shape].items() if k not in ("batch", "seq")},

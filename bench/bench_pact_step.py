@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from tokensafe.numerics import cpu_name
 
 SHAPES = {
     "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
@@ -98,6 +99,7 @@ def main() -> None:
     dtype = torch.bfloat16 if cuda else torch.float32
 
     from tokensafe.losses.pact import pact_kl_loss, pact_loss
+    from tokensafe.pipeline.methods.pact import RestrictedLogits
 
     model = build(args.shape, device, dtype)
     data, S = batch(SHAPES[args.shape]["vocab_size"], args.batch, args.seq, args.k, device)
@@ -107,24 +109,27 @@ def main() -> None:
     def sft(m, d):
         return m(**fwd).loss
 
+    restricted = RestrictedLogits(S)  # the training code's path: z_theta on S from the last hidden state
+
     def pact_cached(m, d):
-        out = m(**fwd)
-        kl, _ = pact_kl_loss(out.logits, d["labels"], S, w, d["ref_full"], d["ref_post"], d["answer_pos"],
-                             calibrate=True, decay=True)
+        out = m(**fwd, output_hidden_states=True)
+        kl, _ = pact_kl_loss(restricted(m, out), d["labels"], S, w, d["ref_full"], d["ref_post"], d["answer_pos"],
+                             calibrate=True, decay=True, theta_restricted=True)
         return pact_loss(out.loss, kl, 3.0)
 
     def pact_two_ref_passes(m, d):
         with torch.no_grad(), m.disable_adapter():
             full = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
             post = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
-        out = m(**fwd)
-        kl, _ = pact_kl_loss(out.logits, d["labels"], S, w, full, post, d["answer_pos"], calibrate=True, decay=True)
+        out = m(**fwd, output_hidden_states=True)
+        kl, _ = pact_kl_loss(restricted(m, out), d["labels"], S, w, full, post, d["answer_pos"], calibrate=True,
+                             decay=True, theta_restricted=True)
         return pact_loss(out.loss, kl, 3.0)
 
     times = time_steps(model, {"sft": sft, "pact_cached": pact_cached, "pact_two_ref_passes": pact_two_ref_passes},
                        data, args.steps, args.rounds, device)
     result = {
-        "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if cuda else cpu_name(),
         "shape": args.shape, "batch": args.batch, "seq": args.seq, "k": args.k, "steps": args.steps, "rounds": args.rounds,
         "threads": args.threads, "dtype": str(dtype), "seconds_per_step": times,
         "ratio_pact_cached_over_sft": times["pact_cached"] / times["sft"],

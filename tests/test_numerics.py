@@ -36,3 +36,10 @@ def test_a_process_started_after_pinning_runs_the_avx2_kernels():
     out = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == "AVX2"
+
+
+def test_cpu_name_says_which_kernels_torch_runs():
+    from tokensafe.numerics import cpu_name
+
+    name = cpu_name()
+    assert name.endswith(f", {torch.backends.cpu.get_cpu_capability()} kernels") and len(name) > len(" kernels") + 3

@@ -510,3 +510,50 @@ def test_cached_reference_with_other_token_ids_is_refused():
     assert attach_reference(ctx, ref)[0]["answer_pos"].tolist() == [0, 0, 1, 0]
     with pytest.raises(ValueError, match="sample 0: cached reference signals do not match the training tokenisation"):
         attach_reference(ctx, {**ref, "token_id": torch.tensor([3, 5])})
+
+
+def test_restricted_logits_give_the_same_kl_as_slicing_the_full_logits():
+    torch.manual_seed(0)
+    B, T, V = 2, 5, 11
+    S = torch.tensor([1, 4, 7])
+    w = torch.tensor([0.5, 0.0, 0.5])
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 5], [IGNORE_INDEX, 2, 3, 4, IGNORE_INDEX]])
+    ref = torch.randn(B, T, 3)
+    full = torch.randn(B, T, V, requires_grad=True)
+    sliced, _ = pact_kl_loss(full, labels, S, w, ref, None, None, calibrate=False, decay=False)
+    sliced.backward()
+    restricted = full.detach()[..., S].clone().requires_grad_(True)
+    direct, _ = pact_kl_loss(restricted, labels, S, w, ref, None, None, calibrate=False, decay=False, theta_restricted=True)
+    direct.backward()
+    assert torch.allclose(sliced, direct)
+    assert torch.allclose(full.grad[..., S], restricted.grad)
+    assert full.grad[..., [0, 2, 3, 5, 6, 8, 9, 10]].abs().sum() == 0  # the sliced path's dense gradient is zero off S
+    with pytest.raises(ValueError, match="theta_restricted needs safety_ids and theta_logits of"):
+        pact_kl_loss(full, labels, S, w, ref, None, None, calibrate=False, decay=False, theta_restricted=True)
+
+
+def test_restricted_head_matches_the_model_and_falls_back_when_the_head_is_not_linear():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tokensafe.pipeline.methods.pact import RestrictedLogits
+    from tokensafe.train.lora import add_lora
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    model = add_lora(LlamaForCausalLM(cfg), 4, 8, 0.0, ["q_proj", "v_proj"], seed=0)
+    ids, x = torch.tensor([3, 9, 17, 30]), torch.randint(0, 40, (2, 7))
+    out = model(input_ids=x, output_hidden_states=True)
+    head = RestrictedLogits(ids)
+    z = head(model, out)
+    assert head.direct is True and z.shape == (2, 7, 4)
+    assert torch.allclose(z, out.logits[..., ids], atol=1e-5)
+    z.sum().backward()  # gradient reaches the LoRA weights through the hidden state
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_" in n)
+
+    class Scaled:  # logits = 2 x head(h): what a logit scale or soft-capping does to the direct path
+        def __init__(self, out):
+            self.logits, self.hidden_states = 2 * out.logits.detach(), out.hidden_states
+
+    scaled, fallback = Scaled(out), RestrictedLogits(ids)
+    assert torch.equal(fallback(model, scaled), scaled.logits[..., ids]) and fallback.direct is False

@@ -36,3 +36,19 @@ def describe_cpu_numerics(environ: MutableMapping[str, str] | None = None) -> st
     env = os.environ if environ is None else environ
     names = sorted({k for settings in CPU_NUMERICS_ENV.values() for k in settings})
     return " ".join(f"{k}={env.get(k, 'native')}" for k in names)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the kernels torch runs on it (e.g. ``AMD EPYC, AVX512 kernels``), for
+    benchmark records; imports torch."""
+    import platform
+
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()} kernels"

@@ -281,11 +281,14 @@ def pact_kl_loss(
     tau_d: float = DEFAULT_TAU_D,
     calibrate: bool,
     decay: bool,
+    theta_restricted: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PACT's KL term L_KL (Eq. 3-8, without lambda), a token mean over every answer position of the batch.
 
     Arguments:
-      theta_logits ``[B, T, V]``: the trained model's logits; the only tensor that receives gradient.
+      theta_logits ``[B, T, V]``: the trained model's logits; the only tensor that receives gradient. With
+        ``theta_restricted`` they are already ``[B, T, K]``, the columns of ``safety_ids`` (computed from the
+        last hidden state, which keeps the backward pass off a dense ``[B, T, V]`` gradient).
       labels ``[B, T]``: unshifted, ``IGNORE_INDEX`` where no loss; position t counts when ``labels[:, t+1]``
         is an answer token.
       safety_ids ``[K]`` or None (full vocabulary: the "full-vocab KL" ablation, K = V).
@@ -309,10 +312,13 @@ def pact_kl_loss(
         raise ValueError(f"labels must be [{B}, {T}] like theta_logits, got {tuple(labels.shape)}")
     if decay and not calibrate:
         raise ValueError("decay=True scales the calibration gate, so it needs calibrate=True")
+    if theta_restricted and (safety_ids is None or V != safety_ids.numel()):
+        raise ValueError(f"theta_restricted needs safety_ids and theta_logits of [B, T, K], got last dim {V} for "
+                         f"{'no safety_ids' if safety_ids is None else f'K = {safety_ids.numel()}'}")
     if safety_ids is not None:
         if safety_ids.dim() != 1 or safety_ids.numel() == 0:
             raise ValueError(f"safety_ids must be a non-empty [K] vector, got shape {tuple(safety_ids.shape)}")
-        if safety_ids.min() < 0 or safety_ids.max() >= V:
+        if not theta_restricted and (safety_ids.min() < 0 or safety_ids.max() >= V):
             raise ValueError(f"safety_ids must lie in [0, {V}), got range [{int(safety_ids.min())}, {int(safety_ids.max())}]")
     K = V if safety_ids is None else safety_ids.numel()
 
@@ -334,7 +340,8 @@ def pact_kl_loss(
         zero = theta_logits.sum() * 0.0
         return zero, {"gate_mean": 0.0, "r_theta_mean": math.nan, "r_post_mean": math.nan, "n_tokens": 0}
 
-    z_theta = theta_logits if safety_ids is None else theta_logits.index_select(-1, safety_ids.to(theta_logits.device))
+    restrict = safety_ids is not None and not theta_restricted
+    z_theta = theta_logits.index_select(-1, safety_ids.to(theta_logits.device)) if restrict else theta_logits
     z_theta_A = z_theta[mask]  # [N, K]
     z_ref_A = z_full[mask].float()
     stats: dict[str, float] = {"gate_mean": 0.0, "r_theta_mean": math.nan, "r_post_mean": math.nan, "n_tokens": n_tokens}
