@@ -87,3 +87,18 @@ def test_checker_accepts_the_default(repo_root, capsys):
 
     assert main([str(repo_root / "config.yaml")]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_command_line_strings_become_the_types_the_schema_asks_for():
+    from tokensafe.config import coerce_command_line_values
+
+    # What `snakemake --config seeds=[1,2] poison_ratios=[0,0.1] ...` hands over (YAML BaseLoader: all strings).
+    cfg = {"seeds": ["1", "2"], "poison_ratios": ["0", "0.1"], "n_finetune": "40", "methods": ["sft"],
+           "finetune": {"recipe": {"lr": "3e-3", "steps": "ten"}}, "pact": {"filter_refusals": "false"},
+           "generation": {"max_new_tokens": 7}}
+    out = coerce_command_line_values(cfg)
+    assert out is cfg
+    assert cfg["seeds"] == [1, 2] and cfg["poison_ratios"] == [0.0, 0.1] and cfg["n_finetune"] == 40
+    assert cfg["finetune"]["recipe"] == {"lr": 0.003, "steps": "ten"}  # not a number: left for validation to report
+    assert cfg["pact"]["filter_refusals"] is False and cfg["methods"] == ["sft"]
+    assert cfg["generation"]["max_new_tokens"] == 7

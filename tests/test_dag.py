@@ -40,6 +40,13 @@ def test_seeds_and_ratios_multiply_the_runs(tmp_path):
     assert jobs["toss_reference"] == 2 and jobs["toss_utility_losses"] == 4 and jobs["toss_round"] == 4
 
 
+def test_command_line_config_sweeps_seeds(tmp_path):
+    c = load_default_config()
+    c["methods"] = ["sft"]
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path), "--config", "seeds=[1,2]", "poison_ratios=[0,0.1]")
+    assert jobs["finetune"] == 4 and jobs["mix_finetune_set"] == 4 and jobs["generate"] == 4 + 2
+
+
 def test_method_poison_ratios_override_the_grid(tmp_path):
     c = load_default_config()
     c["methods"] = ["sft", "pact"]

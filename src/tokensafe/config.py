@@ -64,6 +64,50 @@ def validate_against_schema(config: dict, schema_path: str | Path = SCHEMA_PATH)
     return [_describe(e) for e in errors]
 
 
+def coerce_command_line_values(config: Any, schema_path: str | Path = SCHEMA_PATH) -> Any:
+    """Turn strings into the numbers or booleans the schema asks for, in place (returns ``config``).
+
+    Snakemake parses ``--config key=value`` with YAML's BaseLoader, so ``--config seeds=[1,2]`` arrives as
+    ``["1", "2"]``. Only a string that parses exactly as the schema's integer, number or boolean is
+    converted; anything else is left for validation to report. Branches (oneOf/anyOf) are not guessed.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict) -> dict:
+        while isinstance(node, dict) and "$ref" in node:
+            node = defs[node["$ref"].split("/")[-1]]
+        return node if isinstance(node, dict) else {}
+
+    def scalar(value: Any, node: dict) -> Any:
+        kind = node.get("type")
+        if not isinstance(value, str) or kind not in ("integer", "number", "boolean"):
+            return value
+        text = value.strip()
+        if kind == "boolean":
+            return {"true": True, "false": False}.get(text.lower(), value)
+        try:
+            return int(text) if kind == "integer" else float(text)
+        except ValueError:
+            return value
+
+    def walk(value: Any, node: dict) -> Any:
+        node = resolve(node)
+        if isinstance(value, dict):
+            props, extra = node.get("properties", {}), node.get("additionalProperties")
+            for k in list(value):
+                sub = props.get(k, extra if isinstance(extra, dict) else None)
+                if sub is not None:
+                    value[k] = walk(value[k], sub)
+            return value
+        if isinstance(value, list) and isinstance(node.get("items"), dict):
+            value[:] = [walk(v, node["items"]) for v in value]
+            return value
+        return scalar(value, node)
+
+    return walk(config, schema)
+
+
 def is_embedded(ref: Any) -> bool:
     return ref == "embedded"
 

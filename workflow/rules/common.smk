@@ -4,10 +4,12 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tokensafe.config import ConfigError, check_config, classify_model_ref, ratio_tag, settings_hash
+from tokensafe.config import ConfigError, check_config, classify_model_ref, coerce_command_line_values, ratio_tag, settings_hash
 from tokensafe.numerics import pin_cpu_numerics
 
 try:
+    # --config values arrive as strings (--config seeds=[1,2] gives ["1", "2"]): type them by the schema first.
+    coerce_command_line_values(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as e:
     raise WorkflowError(str(e))
