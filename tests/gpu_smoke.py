@@ -145,7 +145,7 @@ def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: di
     return out
 
 
-def restart_with_cpu_numerics(mode: str, argv: list[str] | None) -> bool:
+def ensure_cpu_numerics(mode: str, argv: list[str] | None) -> None:
     """On the CPU the replay is exact only under the run's own kernels (config ``cpu_numerics``), which
     torch reads when it loads: re-execute this script with them unless they are already in effect."""
     import os
@@ -153,10 +153,8 @@ def restart_with_cpu_numerics(mode: str, argv: list[str] | None) -> bool:
     from tokensafe.numerics import CPU_NUMERICS_ENV
 
     want = CPU_NUMERICS_ENV[mode]
-    if all(os.environ.get(k) == v for k, v in want.items()):
-        return False
-    os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], {**os.environ, **want})
-    return True
+    if any(os.environ.get(k) != v for k, v in want.items()):
+        os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], {**os.environ, **want})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     cfg = yaml.safe_load(Path(args.config).read_text())
-    if args.cpu and restart_with_cpu_numerics(cfg.get("cpu_numerics", "avx2"), argv):
-        return 0  # not reached: the process was replaced
+    if args.cpu:
+        ensure_cpu_numerics(cfg.get("cpu_numerics", "avx2"), argv)
     judge_cfg = cfg["judge"]
     report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               "transformers": transformers.__version__}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from tokensafe.io import atomic_path
+from tokensafe.pact_ladder import LADDER
 
 METRICS = [("accuracy", "Acc"), ("asr_keyword", "ASR-kw"), ("asr_guard", "ASR-guard")]
 
@@ -115,8 +116,8 @@ def pact_conflicts_section(paths: list[str]) -> str:
     """Per fine-tuning set: answer positions whose trained token has safety weight 0, where the weighted KL
     lowers the token the cross-entropy raises (``weight_conflicts.json`` of the `pact_reference` rule)."""
     lines = ["Answer positions whose trained token is a safety token of weight 0: the weighted target q gives it no "
-             "mass, so the KL lowers the token the cross-entropy raises (methods with weights: pact_weights, "
-             "pact_noprompt, pact).", "",
+             "mass, so the KL lowers the token the cross-entropy raises (methods with weights: "
+             f"{', '.join(m for m, rung in LADDER.items() if rung['weights'])}).", "",
              "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |", "|---|---|---|---|---|---|---|---|"]
     for path in paths:
         d = json.loads(Path(path).read_text())

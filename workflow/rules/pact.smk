@@ -1,7 +1,9 @@
 # PACT: the aligned model's safe answers, safety tokens (Eq. 1-2), and the frozen reference's logits on
 # them in both views, computed once per fine-tuning set and reused by every PACT run (spec section 2).
+from tokensafe.pact_ladder import LADDER
+
 PACT_DIR = "results/pact"
-PACT_METHODS = ["pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt", "pact"]
+PACT_METHODS = list(LADDER)  # the ablation ladder, full-vocabulary KL first and full PACT last
 
 
 def pact_settings():
@@ -14,19 +16,18 @@ def pact_stage_settings():
 
 for _m in PACT_METHODS:
     METHOD_SETTINGS[_m] = pact_settings
-for _m in PACT_METHODS[1:]:
+for _m in [m for m in PACT_METHODS if LADDER[m]["tokens"]]:
     FINETUNE_INPUTS[_m] = lambda wc: {"safety_tokens": f"{PACT_DIR}/safety_tokens.parquet",
                                       "reference": f"{PACT_DIR}/p{wc.ratio}/s{wc.seed}/reference.safetensors"}
 
 
 def pact_report_inputs():
-    return [f"{PACT_DIR}/safety_tokens.parquet"] if set(PACT_METHODS[1:]) & set(METHODS) else []
+    return [f"{PACT_DIR}/safety_tokens.parquet"] if any(LADDER[m]["tokens"] for m in PACT_METHODS if m in METHODS) else []
 
 
 def pact_conflict_inputs():
     """Weight-conflict summaries of the fine-tuning sets that a weighted PACT method trains on."""
-    # The ladder rows with weights (tokensafe.pipeline.methods.pact.LADDER, not imported: it loads torch).
-    weighted = [m for m in ("pact", "pact_weights", "pact_noprompt") if m in METHODS]
+    weighted = [m for m in PACT_METHODS if LADDER[m]["weights"] and m in METHODS]
     sets = sorted({r for m in weighted for r in method_ratios(m)}, key=float)
     return [f"{PACT_DIR}/p{r}/s{s}/weight_conflicts.json" for r in sets for s in SEEDS]
 

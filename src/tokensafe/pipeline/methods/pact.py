@@ -1,13 +1,4 @@
-"""PACT and its ablation ladder (PACT Table 5): CE + lambda * weighted KL on the safety tokens.
-
-| method        | tokens | weights | no-prompt calibration | position decay |
-|---------------|--------|---------|-----------------------|----------------|
-| pact_fullkl   | all V  | -       | -                     | -              |
-| pact_tokens   | S      | -       | -                     | -              |
-| pact_weights  | S      | w       | -                     | -              |
-| pact_noprompt | S      | w       | yes                   | -              |
-| pact          | S      | w       | yes                   | yes            |
-"""
+"""PACT and its ablation ladder (``tokensafe.pact_ladder``): CE + lambda * weighted KL on the safety tokens."""
 
 from __future__ import annotations
 
@@ -19,17 +10,10 @@ import torch.nn.functional as F
 
 from tokensafe.io import read_parquet
 from tokensafe.losses.pact import pact_kl_loss, pact_loss
+from tokensafe.pact_ladder import LADDER
 from tokensafe.pipeline.objectives import FinetuneContext, FinetunePlan, register
 
 log = logging.getLogger("tokensafe")
-
-LADDER = {
-    "pact_fullkl": dict(tokens=False, weights=False, calibrate=False, decay=False),
-    "pact_tokens": dict(tokens=True, weights=False, calibrate=False, decay=False),
-    "pact_weights": dict(tokens=True, weights=True, calibrate=False, decay=False),
-    "pact_noprompt": dict(tokens=True, weights=True, calibrate=True, decay=False),
-    "pact": dict(tokens=True, weights=True, calibrate=True, decay=True),
-}
 
 
 def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list[dict]:
@@ -50,7 +34,7 @@ def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list
         answer = np.flatnonzero(ex["labels"] != -100)
         s, e = spans.get(int(sample_id), (0, 0))
         pos = ref["position"][s:e].numpy()
-        same_ids = "token_id" not in ref or np.array_equal(ref["token_id"][s:e].numpy(), np.asarray(ex["input_ids"])[answer])
+        same_ids = np.array_equal(ref["token_id"][s:e].numpy(), np.asarray(ex["input_ids"])[answer])
         if len(answer) == 0 or e - s != len(answer) or pos[0] != answer[0] - 1 or not same_ids:
             raise ValueError(f"sample {sample_id}: cached reference signals do not match the training tokenisation "
                              "(recompute them with the same tokenizer, template and max_length)")
