@@ -24,11 +24,11 @@ def test_outputs_and_summary_columns(finished):
     for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png"):
         assert (wd / "results" / name).stat().st_size > 0
     s = pd.read_csv(wd / "results" / "summary.csv")
-    required = {"method", "poison_ratio", "seed", "accuracy", "asr_keyword", "asr_guard", "n_harmful", "n_task", "config_hash"}
+    required = {"method", "poison_ratio", "seed", "accuracy", "no_answer_rate", "asr_keyword", "asr_guard", "n_harmful", "n_task", "config_hash"}
     assert required <= set(s.columns)
     assert sorted(zip(s.method, s.poison_ratio)) == [("initial", 0.0), ("initial", 0.1), ("sft", 0.0), ("sft", 0.1)]
     assert (s.n_harmful == 100).all() and (s.n_task == 200).all()
-    assert s[["accuracy", "asr_keyword", "asr_guard"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert s[["accuracy", "no_answer_rate", "asr_keyword", "asr_guard"]].apply(lambda c: c.between(0, 1)).all().all()
     # provenance: seed, template, judge and the resolved settings travel with every row
     row = s[(s.method == "sft") & (s.poison_ratio == 0.1)].iloc[0]
     settings = json.loads(row.settings)

@@ -66,8 +66,12 @@ def test_pact_tokens_reference_and_report(finished):
     assert list(tokens.columns) == ["rank", "token_id", "token", "gap", "mean_prob_aligned", "weight"]
     assert len(tokens) == 8 and tokens.token_id.is_unique and abs(tokens.weight.sum() - 1) < 1e-5
     report = (wd / "results/report.md").read_text()
-    for heading in ("TOSS masks against the known poison tokens", "PACT safety tokens", "PACT ablation ladder"):
+    for heading in ("Task answers without an extractable answer", "TOSS masks against the known poison tokens",
+                    "PACT safety tokens", "PACT: where the weighted KL fights the cross-entropy", "PACT ablation ladder"):
         assert heading in report
+    conflicts = json.loads((wd / "results/pact/p0.1/s1/weight_conflicts.json").read_text())
+    assert (conflicts["poison_ratio"], conflicts["seed"]) == (0.1, 1)
+    assert "| 0.1 | 1 | clean samples |" in report
     for label in ("Full-vocab KL", "+ safety tokens", "+ safety weights", "+ no-prompt reference", "+ position decay"):
         assert label in report
     post = json.loads((wd / "results/runs/safelora/p0.1/s1/adapter/training.json").read_text())["post_training"]

@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from tokensafe.report import aggregate, pact_conflicts_section, pact_ladder_section, render, table4
+from tokensafe.report import aggregate, no_answer_section, pact_conflicts_section, pact_ladder_section, render, table4
 
 
 def _summary():
@@ -43,10 +43,19 @@ def test_render_writes_report_and_plot(tmp_path):
 
 
 def test_pact_conflicts_row_per_fine_tuning_set(tmp_path):
-    path = tmp_path / "p0.1" / "s2" / "weight_conflicts.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"population": "clean samples", "positions": 200, "conflicts": 18, "share": 0.09,
+    path = tmp_path / "weight_conflicts.json"
+    path.write_text(json.dumps({"poison_ratio": 0.1, "seed": 2, "population": "clean samples", "positions": 200, "conflicts": 18, "share": 0.09,
                                 "zero_weight_tokens": 25, "safety_tokens": 50,
                                 "tokens": [{"token_id": 283, "token": " is", "count": 17}, {"token_id": 262, "token": " a", "count": 1}]}))
     s = pact_conflicts_section([str(path)])
     assert "| 0.1 | 2 | clean samples | 200 | 18 | 9.0 % | 25/50 | `' is'` 17, `' a'` 1 |" in s
+
+
+def test_no_answer_rates_mean_over_seeds_per_ratio():
+    s = _summary().assign(no_answer_rate=0.0)
+    assert no_answer_section(s) == "Every task response had an extractable answer."
+    s.loc[(s.method == "pact") & (s.seed == 1), "no_answer_rate"] = 0.3  # seed 2 keeps 0: mean 15 %
+    t = no_answer_section(s)
+    assert "| Method | P=0 | P=0.1 |" in t
+    assert "| pact | - | 15.0 |" in t and "| sft | 0.0 | 0.0 |" in t
+    assert t.index("| initial |") < t.index("| sft |")

@@ -12,10 +12,11 @@ No torch here: the workflow reads it when it plans jobs (which methods need the 
 cached reference signals or the weights), the fine-tuning code when it builds the loss.
 """
 
+# In ladder order; ``step`` is the row's name in PACT's Table 5 (the report's ladder section).
 LADDER = {
-    "pact_fullkl": dict(tokens=False, weights=False, calibrate=False, decay=False),
-    "pact_tokens": dict(tokens=True, weights=False, calibrate=False, decay=False),
-    "pact_weights": dict(tokens=True, weights=True, calibrate=False, decay=False),
-    "pact_noprompt": dict(tokens=True, weights=True, calibrate=True, decay=False),
-    "pact": dict(tokens=True, weights=True, calibrate=True, decay=True),
+    "pact_fullkl": dict(step="Full-vocab KL", tokens=False, weights=False, calibrate=False, decay=False),
+    "pact_tokens": dict(step="+ safety tokens", tokens=True, weights=False, calibrate=False, decay=False),
+    "pact_weights": dict(step="+ safety weights", tokens=True, weights=True, calibrate=False, decay=False),
+    "pact_noprompt": dict(step="+ no-prompt reference", tokens=True, weights=True, calibrate=True, decay=False),
+    "pact": dict(step="+ position decay (full PACT)", tokens=True, weights=True, calibrate=True, decay=True),
 }

@@ -56,6 +56,22 @@ def table4(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def no_answer_section(summary: pd.DataFrame) -> str:
+    """Share of task responses with no extractable answer per (method, ratio), mean over seeds: a method
+    whose accuracy falls because it lost the answer format shows here, one that answers wrongly does not."""
+    rates = summary.groupby(["method", "poison_ratio"]).no_answer_rate.mean()
+    if not rates.any():
+        return "Every task response had an extractable answer."
+    ratios = sorted(summary.poison_ratio.unique())
+    lines = ["Share of task responses from which no answer could be extracted (%, mean over seeds); the rest of "
+             "the accuracy gap is wrong answers.", "",
+             "| Method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+    for m in method_order(summary.method):
+        cells = [_pct(rates[(m, r)]) if (m, r) in rates.index else "-" for r in ratios]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_safety_utility(summary: pd.DataFrame, out_png: str) -> None:
     import matplotlib
 
@@ -121,20 +137,15 @@ def pact_conflicts_section(paths: list[str]) -> str:
              "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |", "|---|---|---|---|---|---|---|---|"]
     for path in paths:
         d = json.loads(Path(path).read_text())
-        ratio, seed = Path(path).parent.parent.name[1:], Path(path).parent.name[1:]
         common = ", ".join(f"`{t['token']!r}` {t['count']}" for t in d["tokens"]) or "-"
-        lines.append(f"| {ratio} | {seed} | {d['population']} | {d['positions']} | {d['conflicts']} | "
+        lines.append(f"| {d['poison_ratio']:g} | {d['seed']} | {d['population']} | {d['positions']} | {d['conflicts']} | "
                      f"{100 * d['share']:.1f} % | {d['zero_weight_tokens']}/{d['safety_tokens']} | {common} |")
     return "\n".join(lines)
 
 
-LADDER_ROWS = [("pact_fullkl", "Full-vocab KL"), ("pact_tokens", "+ safety tokens"), ("pact_weights", "+ safety weights"),
-               ("pact_noprompt", "+ no-prompt reference"), ("pact", "+ position decay (full PACT)")]
-
-
 def pact_ladder_section(summary: pd.DataFrame) -> str | None:
     """PACT Table 5: cumulative ablation rows at each poison ratio present (Acc / ASR-kw / ASR-guard, %)."""
-    present = [(m, label) for m, label in LADDER_ROWS if m in set(summary.method)]
+    present = [(m, rung["step"]) for m, rung in LADDER.items() if m in set(summary.method)]
     if len(present) < 2:
         return None
     agg = aggregate(summary[summary.method.isin([m for m, _ in present])])

@@ -6,4 +6,5 @@ from tokensafe.pipeline.pact import write_reference_signals
 
 p = snakemake.params
 write_reference_signals(p.aligned, snakemake.input.data, snakemake.input.tokens, p.settings, snakemake.output.reference,
-                        snakemake.output.conflicts)
+                        snakemake.output.conflicts,
+                        {"poison_ratio": float(snakemake.wildcards.ratio), "seed": int(snakemake.wildcards.seed)})

@@ -3,17 +3,18 @@ from tokensafe.logs import setup
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
 
 from tokensafe.io import read_parquet
-from tokensafe.report import pact_conflicts_section, pact_ladder_section, render, safety_tokens_section, toss_section
+from tokensafe.report import (no_answer_section, pact_conflicts_section, pact_ladder_section, render, safety_tokens_section,
+                               toss_section)
 
 inp = snakemake.input
-sections = []
+summary = read_parquet(inp.summary)
+sections = [("Task answers without an extractable answer", no_answer_section(summary))]
 if inp.toss_masks:
     sections.append(("TOSS masks against the known poison tokens", toss_section(list(inp.toss_masks))))
 if inp.safety_tokens:
     sections.append(("PACT safety tokens", safety_tokens_section(inp.safety_tokens[0])))
 if inp.pact_conflicts:
     sections.append(("PACT: where the weighted KL fights the cross-entropy", pact_conflicts_section(list(inp.pact_conflicts))))
-summary = read_parquet(inp.summary)
 ladder = pact_ladder_section(summary)
 if ladder:
     sections.append(("PACT ablation ladder (Table 5 layout)", ladder))

@@ -107,9 +107,10 @@ def header_ids(tok, template: str) -> list[int]:
 
 @torch.no_grad()
 def write_reference_signals(aligned: str, data_path: str, tokens_path: str, settings: dict, out: str,
-                            out_conflicts: str | None = None, batch_size: int = 32) -> None:
+                            out_conflicts: str | None = None, info: dict | None = None, batch_size: int = 32) -> None:
     """z^full and z^post of the frozen aligned model at every answer position, restricted to S (safetensors),
-    with the answer token each position predicts; ``out_conflicts`` gets :func:`conflict_summary` (JSON)."""
+    with the answer token each position predicts; ``out_conflicts`` gets :func:`conflict_summary` (JSON),
+    preceded by ``info`` (the set's poison ratio and seed)."""
     from safetensors.torch import save_file
 
     from tokensafe.train.batching import collate
@@ -153,7 +154,7 @@ def write_reference_signals(aligned: str, data_path: str, tokens_path: str, sett
     log.info("reference signals: %d answer tokens x %d safety tokens, two views", len(tensors["full"]), len(S))
     if out_conflicts:
         poison = set(df.sample_id[df.is_poison.astype(bool)]) if "is_poison" in df.columns else None
-        summary = conflict_summary(tensors["token_id"], tensors["sample_id"], tokens, poison)
+        summary = {**(info or {}), **conflict_summary(tensors["token_id"], tensors["sample_id"], tokens, poison)}
         with atomic_path(out_conflicts) as tmp:
             Path(tmp).write_text(json.dumps(summary, indent=2))
         log.info("weight conflicts: %d of %d answer positions (%s)", summary["conflicts"], summary["positions"],

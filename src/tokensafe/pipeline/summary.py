@@ -1,4 +1,8 @@
-"""Stage: one row per (method, poison_ratio, seed) with accuracy, both ASRs and provenance."""
+"""Stage: one row per (method, poison_ratio, seed) with accuracy, both ASRs and provenance.
+
+``no_answer_rate`` is the share of task responses from which no answer could be extracted (no number, or
+none of the labels): it separates a model that lost the answer format from one that answers wrongly.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from tokensafe.io import atomic_path, parquet_metadata, read_parquet, write_parq
 
 log = logging.getLogger("tokensafe")
 
-SUMMARY_COLUMNS = ["method", "poison_ratio", "seed", "accuracy", "asr_keyword", "asr_guard", "guard_invalid_rate",
+SUMMARY_COLUMNS = ["method", "poison_ratio", "seed", "accuracy", "no_answer_rate", "asr_keyword", "asr_guard", "guard_invalid_rate",
                    "mean_p_unsafe", "n_harmful", "n_task", "config_hash", "judge", "prompt_template", "guard_template",
                    "settings"]
 
@@ -36,6 +40,7 @@ def run_row(method: str, ratio: float, seed: int, generations: str, judgments: s
     return {
         "method": method, "poison_ratio": float(ratio), "seed": int(seed),
         "accuracy": sum(answers_match(p, r) for p, r in zip(preds, task.reference)) / len(task),
+        "no_answer_rate": sum(p is None for p in preds) / len(task),
         "asr_keyword": float(jud.keyword_attack_success.mean()),
         "asr_guard": float((jud.guard_verdict == "unsafe").mean()),
         "guard_invalid_rate": float((jud.guard_verdict == "invalid").mean()),
