@@ -38,18 +38,11 @@ from tokensafe.io import parquet_metadata, read_parquet
 
 # The run every method has in the default config (method_poison_ratios: P = 0.1; seed 1).
 RUN = "p0.1/s1"
-# The finetune rule's extra inputs per method (workflow/rules/{toss,pact,baselines}.smk), relative to results/.
-METHOD_INPUTS = {
-    "toss": lambda r: {"mask": f"{r}/toss/{RUN}/round0/mask.parquet"},
-    "toss_pro": lambda r: {"mask": max(Path(r, "toss", RUN).glob("round*/mask.parquet"), key=lambda p: int(p.parent.name[5:])).as_posix()},
-    "constrained_sft": lambda r: {"reference_losses": f"{r}/baselines/{RUN}/aligned_losses.parquet"},
-    "safety_mix": lambda r: {"safety_demos": f"{r}/data/safety_demos.parquet"},
-    "safelora": lambda r: {"projectors": f"{r}/baselines/projectors.pt"},
-    "asft": lambda r: {"projectors": f"{r}/baselines/projectors.pt"},
-}
-for _m in ("pact", "pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt"):
-    METHOD_INPUTS[_m] = lambda r: {"safety_tokens": f"{r}/pact/safety_tokens.parquet",
-                                   "reference": f"{r}/pact/{RUN}/reference.safetensors"}
+
+
+def rebase(path: str, results: str) -> str:
+    """A path the workflow wrote (``results/...``) inside the --results folder given here."""
+    return str(Path(results, path[len("results/"):])) if path.startswith("results/") else path
 
 
 def check_loss_dump(results: str, tmp: Path) -> dict:
@@ -96,9 +89,12 @@ def check_finetunes(results: str, tmp: Path, steps: int) -> dict:
     out = {}
     for train_json in sorted(Path(results, "runs").glob(f"*/{RUN}/adapter/training.json")):
         method = train_json.parts[-5]
-        settings = json.loads(train_json.read_text())["settings"]
-        settings = {**settings, "recipe": {**settings["recipe"], "steps": steps}}
-        inputs = METHOD_INPUTS.get(method, lambda r: {})(results)
+        trained = json.loads(train_json.read_text())
+        settings = {**trained["settings"], "recipe": {**trained["settings"]["recipe"], "steps": steps}}
+        if "inputs" not in trained:
+            out[method] = {"ok": False, "error": f"{train_json} predates recorded inputs: rerun `snakemake --forcerun finetune`"}
+            continue
+        inputs = {name: rebase(path, results) for name, path in trained["inputs"].items()}
         t0 = time.time()
         try:
             run_finetune(method, f"{results}/data/finetune/{RUN}.parquet", f"{results}/world/aligned", settings,

@@ -56,8 +56,9 @@ def test_toss_masks_and_training_use_them(finished):
         assert 0 <= m["poison_precision"] <= 1 and 0 <= m["poison_recall"] <= 1
     picks = pd.read_parquet(wd / "results/toss/p0.1/s1/round1/picks.parquet")
     assert len(picks) == 6 and picks.sample_id.is_unique
-    info = json.loads((wd / "results/runs/toss_pro/p0.1/s1/adapter/training.json").read_text())["info"]
-    assert info["mask"].endswith("round1/mask.parquet") and info["tokens_discarded"] > 0
+    trained = json.loads((wd / "results/runs/toss_pro/p0.1/s1/adapter/training.json").read_text())
+    assert trained["info"]["mask"].endswith("round1/mask.parquet") and trained["info"]["tokens_discarded"] > 0
+    assert trained["inputs"] == {"mask": "results/toss/p0.1/s1/round1/mask.parquet"}  # provenance, replayed by gpu_smoke
 
 
 def test_pact_tokens_reference_and_report(finished):

@@ -52,5 +52,7 @@ def run_finetune(method: str, data_path: str, aligned: str, settings: dict, out_
         return
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
-        write_json({"method": method, "settings": settings, "history": history, "info": plan.info,
+        # ``inputs``: the method's extra input files (masks, cached reference signals, ...), as provenance and
+        # so that tests/gpu_smoke.py can replay the run without restating the rules' inputs.
+        write_json({"method": method, "settings": settings, "inputs": dict(inputs or {}), "history": history, "info": plan.info,
                     "post_training": report, "train_seconds": round(time.time() - t0, 2)}, Path(tmp) / "training.json")

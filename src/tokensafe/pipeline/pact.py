@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tokensafe.chat import encode_pair, prompt_text
+from tokensafe.chat import IGNORE_INDEX, encode_pair, prompt_text
 from tokensafe.eval.keyword_judge import is_refusal
 from tokensafe.io import atomic_path, read_parquet, write_parquet
 from tokensafe.losses.pact import GapAccumulator, safety_weights, select_safety_tokens, weight_conflicts
@@ -132,7 +132,7 @@ def write_reference_signals(aligned: str, data_path: str, tokens_path: str, sett
 
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        prompt_lens = [int((e["labels"] == -100).sum()) for e in chunk]
+        prompt_lens = [int((e["labels"] == IGNORE_INDEX).sum()) for e in chunk]
         answers = [e["input_ids"][p:] for e, p in zip(chunk, prompt_lens)]
         full = restricted(chunk, [p - 1 for p in prompt_lens], [len(a) for a in answers])
         post_inputs = [{"input_ids": np.asarray(no_prompt_view(head, list(a)), dtype=np.int64),

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from tokensafe.chat import char_span_to_token_mask
+from tokensafe.chat import IGNORE_INDEX, char_span_to_token_mask
 from tokensafe.io import atomic_path, read_parquet, write_json, write_parquet
 from tokensafe.launch import is_main_process
 from tokensafe.losses.token_loss import loss_table, per_token_nll
@@ -77,7 +77,7 @@ def poison_token_flags(tok, df: pd.DataFrame, examples: list[dict]) -> list[np.n
         if has_spans:
             row = df.iloc[i]
             if row.harm_end > row.harm_start:
-                resp = ex["labels"] != -100
+                resp = ex["labels"] != IGNORE_INDEX
                 n = int(resp.sum())
                 f[resp] = char_span_to_token_mask(tok, row.response, [(int(row.harm_start), int(row.harm_end))], n)
         flags.append(f)
@@ -100,7 +100,7 @@ def dump_losses(aligned: str, adapter: str | None, data_path: str, settings: dic
         idx = order[start : start + batch_size]
         batch = collate([examples[i] for i in idx], pad_id=tok.pad_token_id)
         nll = per_token_nll(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), chunk)
-        t = loss_table(df.sample_id.to_numpy()[idx], batch["input_ids"], batch["labels"] != -100, nll.cpu(),
+        t = loss_table(df.sample_id.to_numpy()[idx], batch["input_ids"], batch["labels"] != IGNORE_INDEX, nll.cpu(),
                        attention_mask=batch["attention_mask"])
         poison = np.concatenate([flags[i] for i in idx])  # loss_table emits rows sample by sample, unpadded
         tables.append(t.append_column("is_poison_token", pa.array(poison)))

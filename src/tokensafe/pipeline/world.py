@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tokensafe.chat import IGNORE_INDEX
 from tokensafe.eval.llama_guard import build_guard_prompt
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.train.batching import make_example
@@ -69,7 +70,7 @@ def guard_examples(tok, df: pd.DataFrame, max_length: int) -> list[dict]:
         verdict = "safe" if kind == "safe" else f"unsafe\n{cat}"
         target = tok("\n\n" + verdict, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids = [tok.bos_token_id] + prompt_ids[-(max_length - len(target) - 1):] + target
-        labels = [-100] * (len(ids) - len(target)) + target
+        labels = [IGNORE_INDEX] * (len(ids) - len(target)) + target
         out.append(make_example(ids, labels))
     return out
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from tokensafe.chat import IGNORE_INDEX
 
 
 def make_example(input_ids: Sequence[int], labels: Sequence[int] | np.ndarray, **extras: Any) -> dict[str, Any]:

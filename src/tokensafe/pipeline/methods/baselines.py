@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tokensafe.chat import IGNORE_INDEX
 from tokensafe.io import read_parquet
 from tokensafe.losses.constrained import constrained_sft_loss
 from tokensafe.losses.subspace import apply_safelora, asft_penalty
@@ -48,7 +49,7 @@ def build_constrained(ctx: FinetuneContext) -> FinetunePlan:
 def build_random_mask(ctx: FinetuneContext) -> FinetunePlan:
     d = ctx.method_settings["d"]
     rng = np.random.default_rng(ctx.settings["seed"])
-    resp = [np.flatnonzero(ex["labels"] != -100) for ex in ctx.examples]
+    resp = [np.flatnonzero(ex["labels"] != IGNORE_INDEX) for ex in ctx.examples]
     total = sum(len(r) for r in resp)
     # Global uniform draw of floor(d * N_tok) response tokens, the same budget as TOSS's global top-d.
     chosen = rng.choice(total, int(np.floor(d * total + 1e-9)), replace=False)
@@ -57,7 +58,7 @@ def build_random_mask(ctx: FinetuneContext) -> FinetunePlan:
     for i, ex in enumerate(ctx.examples):
         local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
         labels = ex["labels"].copy()
-        labels[resp[i][local]] = -100
+        labels[resp[i][local]] = IGNORE_INDEX
         examples.append({**ex, "labels": labels})
     return FinetunePlan(examples, selective_loss, info={"d": d, "tokens_discarded": int(len(chosen)), "tokens_total": total})
 
@@ -68,7 +69,7 @@ def build_prefix_mask(ctx: FinetuneContext) -> FinetunePlan:
     examples = []
     for ex in ctx.examples:
         labels = ex["labels"].copy()
-        labels[np.flatnonzero(labels != -100)[:n]] = -100
+        labels[np.flatnonzero(labels != IGNORE_INDEX)[:n]] = IGNORE_INDEX
         examples.append({**ex, "labels": labels})
     return FinetunePlan(examples, selective_loss, info={"n": n})
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tokensafe.chat import IGNORE_INDEX
 from tokensafe.io import read_parquet
 from tokensafe.losses.pact import pact_kl_loss, pact_loss
 from tokensafe.pact_ladder import LADDER
@@ -31,7 +32,7 @@ def attach_reference(ctx: FinetuneContext, ref: dict[str, torch.Tensor]) -> list
     k = ref["full"].shape[1]
     for sample_id, ex in zip(ctx.data["sample_id"], ctx.examples):
         n = len(ex["input_ids"])
-        answer = np.flatnonzero(ex["labels"] != -100)
+        answer = np.flatnonzero(ex["labels"] != IGNORE_INDEX)
         s, e = spans.get(int(sample_id), (0, 0))
         pos = ref["position"][s:e].numpy()
         same_ids = np.array_equal(ref["token_id"][s:e].numpy(), np.asarray(ex["input_ids"])[answer])

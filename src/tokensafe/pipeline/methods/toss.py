@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tokensafe.chat import IGNORE_INDEX
 from tokensafe.io import read_parquet
 from tokensafe.losses.selective import selective_ce_loss
 from tokensafe.losses.toss import retained_labels
@@ -29,7 +30,7 @@ def apply_token_mask(ctx: FinetuneContext, mask_path: str) -> tuple[list[dict], 
     dropped = m[m.discard].groupby("sample_id").position.apply(np.asarray).to_dict()
     out = []
     for sid, ex in zip(ctx.data["sample_id"], ctx.examples):
-        labels = retained_labels(ex["input_ids"], ex["labels"] != -100, dropped.get(int(sid), []))
+        labels = retained_labels(ex["input_ids"], ex["labels"] != IGNORE_INDEX, dropped.get(int(sid), []))
         out.append({**ex, "labels": labels})
     info = {"tokens_discarded": int(m.discard.sum()), "tokens_total": int(len(m)), "mask": mask_path}
     return out, info
