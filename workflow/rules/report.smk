@@ -1,5 +1,7 @@
 # Aggregation: summary table (csv + parquet), markdown report and the safety-vs-utility plot.
 
+from tokensafe.pipeline.summary import SUMMARY_COLUMNS
+
 
 rule summary:
     input:
@@ -11,6 +13,8 @@ rule summary:
     params:
         runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
         metric=config["data"].get("task_metric", "number"),
+        # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
+        columns=SUMMARY_COLUMNS,
     log:
         "logs/summary.log",
     benchmark:
