@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from tokensafe.config import ConfigError, check_config, classify_model_ref, ratio_tag, settings_hash
+from tokensafe.config import ConfigError, check_config, classify_model_ref, method_recipe, ratio_tag, settings_hash
 
 
 @pytest.fixture
@@ -28,6 +28,12 @@ def test_default_config_is_valid(config):
         (lambda c: c.pop("seeds"), "'seeds' is a required property"),
         (lambda c: c.update(colour="blue"), "colour"),
         (lambda c: c["finetune"]["lora"].update(r=0), "finetune.lora.r = 0: must be >= 1"),
+        (lambda c: c["finetune"].update(method_recipes={"magic": {"lr": 1e-4}}), "finetune.method_recipes"),
+        (lambda c: c["finetune"].update(method_recipes={"pact": {"lr": -1}}), "finetune.method_recipes.pact.lr = -1: must be > 0"),
+        (lambda c: c["finetune"].update(method_recipes={"pact": {"batch": 2}}), "finetune.method_recipes.pact: Additional properties"),
+        (lambda c: c["finetune"].update(method_recipes={"pact": {}}), "finetune.method_recipes.pact = {}: must be a mapping with at least 1 key"),
+        (lambda c: c["finetune"].update(method_recipes={"pact": {"schedule": "linear"}}),
+         'finetune.method_recipes.pact.schedule = "linear": must be one of constant, cosine, step_per_epoch'),
     ],
 )
 def test_schema_errors_name_key_value_and_allowed(config, mutate, expected):
@@ -102,3 +108,18 @@ def test_command_line_strings_become_the_types_the_schema_asks_for():
     assert cfg["finetune"]["recipe"] == {"lr": 0.003, "steps": "ten"}  # not a number: left for validation to report
     assert cfg["pact"]["filter_refusals"] is False and cfg["methods"] == ["sft"]
     assert cfg["generation"]["max_new_tokens"] == 7
+
+
+def test_method_recipe_overrides_keys_and_swaps_the_run_length():
+    finetune = {"recipe": {"lr": 3e-3, "batch_size": 32, "steps": 70, "schedule": "constant"},
+                "method_recipes": {"pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch"}, "asft": {"batch_size": 8}}}
+    assert method_recipe(finetune, "pact") == {"lr": 1e-4, "batch_size": 32, "epochs": 3, "schedule": "step_per_epoch"}
+    assert method_recipe(finetune, "asft") == {"lr": 3e-3, "batch_size": 8, "steps": 70, "schedule": "constant"}
+    assert method_recipe(finetune, "sft") == finetune["recipe"]
+    assert method_recipe({"recipe": finetune["recipe"]}, "pact") == finetune["recipe"]  # no method_recipes at all
+
+
+def test_a_valid_method_recipe_passes(config):
+    ok = copy.deepcopy(config)
+    ok["finetune"]["method_recipes"] = {"pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch", "batch_size": 2}}
+    check_config(ok)

@@ -89,6 +89,16 @@ def test_raising_rounds_adds_only_the_new_round(finished):
         "toss_pro_retrain": 1, "toss_round": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
 
 
+def test_a_method_recipe_retrains_only_that_method(finished):
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    c["finetune"]["method_recipes"] = {"pact": {"batch_size": 4}}
+    assert planned_jobs(wd, write_config(c, wd, "recipe.yaml")) == {
+        "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+    c["finetune"]["method_recipes"] = {"pact": {"batch_size": cfg["finetune"]["recipe"]["batch_size"]}}  # same recipe
+    assert planned_jobs(wd, write_config(c, wd, "same.yaml")) == {}
+
+
 def test_adding_or_removing_a_baseline_touches_only_it(finished):
     wd, cfg = finished
     c = dict(cfg, methods=[m for m in cfg["methods"] if m != "asft"])

@@ -40,6 +40,8 @@ def _describe(err) -> str:
         allowed = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v] + f" {s[v]}"
     elif v == "type":
         allowed = f"a value of type {s['type']}"
+    elif v == "minProperties":
+        allowed = f"a mapping with at least {s[v]} key(s)"
     elif v == "required":
         return f"{where}: {err.message}"
     elif v == "additionalProperties":
@@ -128,9 +130,32 @@ def classify_model_ref(ref: str) -> str:
     return "hub"
 
 
-def check_semantics(config: dict) -> list[str]:
-    """Checks the schema cannot express: model references, sizes of the embedded pools."""
+def method_recipe(finetune: dict, method: str) -> dict:
+    """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
+    entry replaced. A run length in the override (``steps`` or ``epochs``) replaces the other one."""
+    override = (finetune.get("method_recipes") or {}).get(method, {})
+    base = {k: v for k, v in finetune["recipe"].items() if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))}
+    return {**base, **override}
+
+
+def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
+    """Each method's merged recipe against the schema's ``train_recipe``, errors named by the override key."""
+    import jsonschema
+
+    finetune = config.get("finetune", {})
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator({**schema["$defs"]["train_recipe"], "$defs": schema["$defs"]})
     problems = []
+    for method in finetune.get("method_recipes") or {}:
+        for err in validator.iter_errors(method_recipe(finetune, method)):
+            err.path.extendleft(["finetune", "method_recipes", method][::-1])
+            problems.append(_describe(err))
+    return problems
+
+
+def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list[str]:
+    """Checks the schema cannot express: merged per-method recipes, model references, embedded pool sizes."""
+    problems = _recipe_problems(config, schema_path)
     for role in ("base", "aligned", "guard"):
         try:
             classify_model_ref(config["models"][role])
@@ -159,7 +184,7 @@ def check_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None:
     """Raise :class:`ConfigError` listing every problem, or return quietly."""
     problems = validate_against_schema(config, schema_path)
     if not problems:
-        problems = check_semantics(config)
+        problems = check_semantics(config, schema_path)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 

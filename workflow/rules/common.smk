@@ -4,7 +4,8 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tokensafe.config import ConfigError, check_config, classify_model_ref, coerce_command_line_values, ratio_tag, settings_hash
+from tokensafe.config import (ConfigError, check_config, classify_model_ref, coerce_command_line_values, method_recipe, ratio_tag,
+                              settings_hash)
 from tokensafe.numerics import pin_cpu_numerics
 
 try:
@@ -116,7 +117,7 @@ def run_settings(method, ratio, seed):
         "prompt_template": config["prompt_template"],
         "max_length": config["max_length"],
         "lora": config["finetune"]["lora"],
-        "recipe": config["finetune"]["recipe"],
+        "recipe": method_recipe(config["finetune"], method),
         "dtype": config["models"].get("dtype", "auto"),
         "cpu_numerics": config["cpu_numerics"],
         "method_settings": METHOD_SETTINGS[method](),
