@@ -6,6 +6,8 @@ with the key, the value and what is allowed, and nothing that exists is touched.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -56,11 +58,22 @@ def _describe(err) -> str:
     return f"{where} = {found}: must be {allowed}"
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema (a copy: callers may not share state); the file is read and parsed once per process,
+    though the Snakefile's start-up types, validates and checks the per-method recipes against it."""
+    return copy.deepcopy(_parsed_schema(str(Path(schema_path).resolve())))
+
+
 def validate_against_schema(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list[str]:
     """All schema violations as readable lines (empty when valid)."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     return [_describe(e) for e in errors]
@@ -73,7 +86,7 @@ def coerce_command_line_values(config: Any, schema_path: str | Path = SCHEMA_PAT
     ``["1", "2"]``. Only a string that parses exactly as the schema's integer, number or boolean is
     converted; anything else is left for validation to report. Branches (oneOf/anyOf) are not guessed.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     defs = schema.get("$defs", {})
 
     def resolve(node: dict) -> dict:
@@ -143,7 +156,7 @@ def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
     import jsonschema
 
     finetune = config.get("finetune", {})
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator({**schema["$defs"]["train_recipe"], "$defs": schema["$defs"]})
     problems = []
     for method in finetune.get("method_recipes") or {}:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokensafe.io import atomic_path
+from tokensafe.io import atomic_path, read_json, write_text
 from tokensafe.pact_ladder import LADDER
 
 METRICS = [("accuracy", "Acc"), ("asr_keyword", "ASR-kw"), ("asr_guard", "ASR-guard")]
@@ -104,7 +104,7 @@ def toss_section(mask_summaries: list[str]) -> str:
 
     Round 0 is TOSS's mask; rounds 1..T are TOSS-Pro's (the last one trains ``toss_pro``).
     """
-    rows = pd.DataFrame([json.loads(Path(p).read_text()) for p in mask_summaries])
+    rows = pd.DataFrame([read_json(p) for p in mask_summaries])
     rows = rows.sort_values(["poison_ratio", "seed", "round"])
     lines = ["Discarded share d of response tokens, scored by S = L_utility - L_harmful. Precision: share of the "
              "discarded tokens that are poison tokens; recall: share of the poison tokens discarded. Round 0 = TOSS; "
@@ -136,7 +136,7 @@ def pact_conflicts_section(paths: list[str]) -> str:
              f"{', '.join(m for m, rung in LADDER.items() if rung['weights'])}).", "",
              "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |", "|---|---|---|---|---|---|---|---|"]
     for path in paths:
-        d = json.loads(Path(path).read_text())
+        d = read_json(path)
         common = ", ".join(f"`{t['token']!r}` {t['count']}" for t in d["tokens"]) or "-"
         lines.append(f"| {d['poison_ratio']:g} | {d['seed']} | {d['population']} | {d['positions']} | {d['conflicts']} | "
                      f"{100 * d['share']:.1f} % | {d['zero_weight_tokens']}/{d['safety_tokens']} | {common} |")
@@ -188,5 +188,4 @@ def render(summary: pd.DataFrame, out_md: str, out_png: str, sections: list[tupl
         md += [f"## {title}", "", body, ""]
     md += ["## Provenance", "", "Every row of `summary.csv` carries its seed, `config_hash` and the full resolved settings "
            "(`settings` column), the judge and the prompt template.", ""]
-    with atomic_path(out_md) as tmp:
-        Path(tmp).write_text("\n".join(md))
+    write_text("\n".join(md), out_md)

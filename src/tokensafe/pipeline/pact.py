@@ -8,9 +8,7 @@ epoch and run: exact, not an approximation.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ import torch
 
 from tokensafe.chat import IGNORE_INDEX, encode_pair, prompt_text
 from tokensafe.eval.keyword_judge import is_refusal
-from tokensafe.io import atomic_path, read_parquet, write_parquet
+from tokensafe.io import atomic_path, read_parquet, write_json, write_parquet
 from tokensafe.losses.pact import GapAccumulator, safety_weights, select_safety_tokens, weight_conflicts
 from tokensafe.losses.pact_reference import assistant_header, no_prompt_view
 from tokensafe.pipeline.finetune import encode_dataset
@@ -155,8 +153,7 @@ def write_reference_signals(aligned: str, data_path: str, tokens_path: str, sett
     if out_conflicts:
         poison = set(df.sample_id[df.is_poison.astype(bool)]) if "is_poison" in df.columns else None
         summary = {**(info or {}), **conflict_summary(tensors["token_id"], tensors["sample_id"], tokens, poison)}
-        with atomic_path(out_conflicts) as tmp:
-            Path(tmp).write_text(json.dumps(summary, indent=2))
+        write_json(summary, out_conflicts)
         log.info("weight conflicts: %d of %d answer positions (%s)", summary["conflicts"], summary["positions"],
                  summary["population"])
 
