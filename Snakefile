@@ -26,5 +26,7 @@ rule all:
     input:
         "results/summary.csv",
         "results/summary.parquet",
+        "results/summary_by_method.csv",
+        "results/comparisons.csv",
         "results/report.md",
         "results/safety_utility.png",

@@ -83,7 +83,7 @@ def check_pact_reference(results: str, tmp: Path) -> dict:
     return res
 
 
-def check_finetunes(results: str, tmp: Path, steps: int) -> dict:
+def check_finetunes(results: str, tmp: Path, steps: int, threads: int) -> dict:
     from tokensafe.pipeline.finetune import run_finetune
 
     out = {}
@@ -98,7 +98,7 @@ def check_finetunes(results: str, tmp: Path, steps: int) -> dict:
         t0 = time.time()
         try:
             run_finetune(method, f"{results}/data/finetune/{RUN}.parquet", f"{results}/world/aligned", settings,
-                         str(tmp / f"adapter_{method}"), inputs)
+                         str(tmp / f"adapter_{method}"), inputs, threads)
             hist = json.loads((tmp / f"adapter_{method}" / "training.json").read_text())["history"]
             losses = [h["loss"] for h in hist]
             out[method] = {"ok": all(math.isfinite(x) for x in losses), "first_loss": losses[0], "last_loss": losses[-1],
@@ -108,7 +108,7 @@ def check_finetunes(results: str, tmp: Path, steps: int) -> dict:
     return out
 
 
-def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: dict) -> dict:
+def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: dict, threads: dict) -> dict:
     from tokensafe.eval.answers import accuracy, extract_number
     from tokensafe.pipeline.generate import run_generate
     from tokensafe.pipeline.judge import run_judge
@@ -128,8 +128,9 @@ def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: di
         name = run.replace("/", "_")
         gen_path, judge_path = tmp / f"{name}_gen.parquet", tmp / f"{name}_judge.parquet"
         run_generate(f"{results}/world/aligned", str(adapter) if adapter.exists() else None, f"{results}/data/harmful_eval.parquet",
-                     f"{results}/data/task_eval.parquet", gmeta["generation"], gmeta["settings"], str(gen_path))
-        run_judge(str(gen_path), f"{results}/world/guard", judge_cfg, "embedded", str(judge_path))
+                     f"{results}/data/task_eval.parquet", gmeta["generation"], gmeta["settings"], str(gen_path),
+                     threads["generate"])
+        run_judge(str(gen_path), f"{results}/world/guard", judge_cfg, "embedded", str(judge_path), threads=threads["judge"])
         key = ["set", "prompt_id"]
         a = pd.read_parquet(cpu_gen).sort_values(key).reset_index(drop=True)
         b = pd.read_parquet(gen_path).sort_values(key).reset_index(drop=True)
@@ -173,15 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu:
         ensure_cpu_numerics(cfg.get("cpu_numerics", "avx2"), argv)
     judge_cfg = cfg["judge"]
+    # Each stage runs with its rule's thread count (Snakemake exports it as OMP_NUM_THREADS), and torch's
+    # parallel reductions depend on it: the replay uses the same count (tokensafe.numerics).
+    threads = {family: cfg["resources"].get(family, {}).get("threads", 1) for family in ("train", "generate", "judge")}
     report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
               "transformers": transformers.__version__}
     ok = True
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for name, fn in [("loss_dump", lambda: check_loss_dump(args.results, tmp)),
-                         ("pact_reference", lambda: check_pact_reference(args.results, tmp)),
-                         ("finetune", lambda: check_finetunes(args.results, tmp, args.steps)),
-                         ("generate_judge", lambda: check_generate_judge(args.results, tmp, ["initial/s1", f"sft/{RUN}"], judge_cfg))]:
+        for name, family, fn in [
+                ("loss_dump", "generate", lambda: check_loss_dump(args.results, tmp)),  # toss_round's threads
+                ("pact_reference", "generate", lambda: check_pact_reference(args.results, tmp)),
+                ("finetune", "train", lambda: check_finetunes(args.results, tmp, args.steps, threads["train"])),
+                ("generate_judge", "generate",
+                 lambda: check_generate_judge(args.results, tmp, ["initial/s1", f"sft/{RUN}"], judge_cfg, threads))]:
+            torch.set_num_threads(threads[family])
             t0 = time.time()
             try:
                 res = fn()

@@ -9,15 +9,16 @@ from workflow_utils import load_default_config, planned_jobs, snakemake, write_c
 DEFAULT_PLAN = {
     "world_data": 1, "world_tokenizer": 1, "world_base": 1, "world_aligned": 1, "world_guard": 1,
     "source_table": 8,        # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
-    "mix_finetune_set": 3,    # one fine-tuning set per poison ratio (x 1 seed)
-    "finetune": 16,           # sft x 3 ratios + 13 methods at P = 0.1 (method_poison_ratios)
-    "generate": 17,           # + initial once per seed
-    "judge": 17,
+    "mix_finetune_set": 9,    # one fine-tuning set per poison ratio and seed (3 x 3)
+    "finetune": 29,           # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
+                              # + the ladder (4) and the baselines (7) at P = 0.1, seed 1 (method_seeds)
+    "generate": 32,           # + initial once per seed
+    "judge": 32,
     "toss_reference": 2,      # utility and harmful reference models, shared by every run
-    "toss_utility_losses": 1,
-    "toss_round": 3,          # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1
-    "toss_pro_retrain": 2,
-    "pact_safe_responses": 1, "pact_safety_tokens": 1, "pact_reference": 1,
+    "toss_utility_losses": 3,
+    "toss_round": 9,          # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed
+    "toss_pro_retrain": 6,
+    "pact_safe_responses": 1, "pact_safety_tokens": 1, "pact_reference": 3,
     "aligned_losses": 1, "subspace_projectors": 1,
     "summary": 1, "report": 1, "all": 1,
 }
@@ -56,6 +57,19 @@ def test_method_poison_ratios_override_the_grid(tmp_path):
     assert jobs["finetune"] == 3 + 2 and jobs["pact_reference"] == 2
 
 
+def test_method_seeds_override_the_seeds(tmp_path):
+    c = load_default_config()
+    c["seeds"] = [1, 2]
+    c["methods"] = ["sft", "pact", "safelora"]
+    c["method_poison_ratios"] = {"pact": [0.1], "safelora": [0.1]}
+    c["method_seeds"] = {"pact": [1, 2, 5], "safelora": [2]}
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert jobs["finetune"] == 3 * 2 + 3 + 1         # sft at every ratio and seed; pact at 3 seeds; safelora at one
+    assert jobs["pact_reference"] == 3               # one per fine-tuning set pact trains on (P = 0.1, seeds 1, 2, 5)
+    assert jobs["mix_finetune_set"] == 3 * 2 + 1     # seed 5 only at P = 0.1
+    assert jobs["generate"] == 3 * 2 + 3 + 1 + 2     # + initial at each of `seeds`
+
+
 def test_real_models_plan_no_world_models(tmp_path):
     c = load_default_config()
     model_dir = tmp_path / "my-aligned"
@@ -75,7 +89,7 @@ def test_real_models_plan_no_world_models(tmp_path):
         (lambda c: c.update(poison_ratios=[0.1, 2.0]), "poison_ratios[1] = 2.0: must be <= 1"),
         (lambda c: c["models"].update(aligned="./nowhere/model"), "models.aligned: model path './nowhere/model' does not exist"),
         (lambda c: c.update(seeds="one"), 'seeds = "one": must be a value of type array'),
-        (lambda c: c.update(cpu_numerics="fast"), 'cpu_numerics = "fast": must be one of avx2, native'),
+        (lambda c: c.update(cpu_numerics="fast"), 'cpu_numerics = "fast": must be one of avx2, portable, native'),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, mutate, message):

@@ -19,6 +19,34 @@ def finished(tmp_path_factory):
     return wd, cfg
 
 
+def _without_timings(obj):
+    """A JSON document without its wall-clock fields (training loss histories log elapsed seconds)."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in ("elapsed_s", "train_seconds", "seconds")}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def test_the_job_server_changes_no_output(finished, tmp_path):
+    """Local runs start jobs from a fork server (tokensafe.jobserver); the same run with every job in its
+    own process must write the same bytes (JSON files: the same content apart from wall-clock times)."""
+    wd, cfg = finished
+    assert "1 thread(s)" in (wd / "logs" / "jobserver.log").read_text()  # the finished run did use the server
+    snakemake(tmp_path, write_config(cfg, tmp_path), "--cores", "2", env={"TOKENSAFE_JOB_SERVER": "off"})
+    assert not (tmp_path / "logs" / "jobserver.log").exists()
+    ours = sorted(p.relative_to(wd) for p in (wd / "results").rglob("*") if p.is_file())
+    assert ours == sorted(p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*") if p.is_file())
+    for rel in ours:
+        a, b = wd / rel, tmp_path / rel
+        if rel.name == ".snakemake_timestamp":
+            continue
+        if rel.suffix == ".json":
+            assert _without_timings(json.loads(a.read_text())) == _without_timings(json.loads(b.read_text())), rel
+        else:
+            assert a.read_bytes() == b.read_bytes(), rel
+
+
 def test_outputs_and_summary_columns(finished):
     wd, cfg = finished
     for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png"):
@@ -84,8 +112,11 @@ def test_generation_change_reruns_generation_not_training(finished):
 def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finished):
     wd, cfg = finished
     # The default pins the AVX2 code path, and each job's log says what it ran under.
-    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" in (wd / "logs" / "world_guard.log").read_text()
-    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2" in (wd / "logs" / "judge" / "sft" / "p0.1" / "s1.log").read_text()
+    # Each job runs with its rule's thread count (the guard 1, the base 2: resources.world.threads).
+    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1" in (wd / "logs" / "world_guard.log").read_text()
+    assert "MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=2" in (wd / "logs" / "world_base.log").read_text()
+    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1" in (
+        wd / "logs" / "judge" / "sft" / "p0.1" / "s1.log").read_text()
     # Other numerics can give other numbers: every model is retrained and re-evaluated in the same run
     # (the guard too, whose only link to the base is an ordering input), data and tokenizer are kept.
     plan = planned_jobs(wd, write_config(dict(cfg, cpu_numerics="native"), wd, "native.yaml"))

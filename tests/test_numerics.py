@@ -10,22 +10,37 @@ import torch
 from tokensafe.numerics import describe_cpu_numerics, pin_cpu_numerics
 
 
-def test_avx2_pins_torch_and_mkl():
-    env = {"PATH": "/bin"}
-    assert pin_cpu_numerics("avx2", env) == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
-    assert env == {"PATH": "/bin", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
-    assert describe_cpu_numerics(env) == "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2"
+def test_avx2_pins_torch_and_mkl_with_strict_cnr():
+    env = {"PATH": "/bin", "OMP_NUM_THREADS": "1"}
+    assert pin_cpu_numerics("avx2", env) == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+    assert describe_cpu_numerics(env) == "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1"
+
+
+def test_portable_uses_mkls_vendor_independent_branch():
+    env = {}
+    assert pin_cpu_numerics("portable", env) == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
+    assert describe_cpu_numerics(env) == "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=default"
+
+
+def test_the_hashed_label_names_the_environment_of_the_mode():
+    from tokensafe.numerics import numerics_label
+
+    assert numerics_label("avx2") == "avx2 (ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT)"
+    assert numerics_label("native") == "native"
+    with pytest.raises(ValueError, match="allowed values"):
+        numerics_label("fast")
 
 
 def test_native_leaves_the_environment_alone():
     env = {"MKL_CBWR": "COMPATIBLE"}
     assert pin_cpu_numerics("native", env) == {}
     assert env == {"MKL_CBWR": "COMPATIBLE"}
-    assert describe_cpu_numerics(env) == "ATEN_CPU_CAPABILITY=native MKL_CBWR=COMPATIBLE"
+    assert describe_cpu_numerics(env) == "ATEN_CPU_CAPABILITY=native MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=default"
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="cpu_numerics = 'avx1024': allowed values are avx2, native"):
+    with pytest.raises(ValueError, match="cpu_numerics = 'avx1024': allowed values are avx2, portable, native"):
         pin_cpu_numerics("avx1024", {})
 
 

@@ -22,8 +22,8 @@ def test_table4_means_over_seeds_and_marks_missing_cells():
     assert lines[0] == "| Method | P=0: Acc / ASR-kw / ASR-guard | P=0.1: Acc / ASR-kw / ASR-guard |"
     assert lines[2].startswith("| initial |")  # initial first
     # sft at P=0.1: accuracy mean (0.6, 0.7) = 65.0, std 5.0; ASR 90.0 / 45.0
-    assert "| sft | 75.0±5.0 / 0.0±0.0 / 0.0±0.0 | 65.0±5.0 / 90.0±0.0 / 45.0±0.0 |" in t
-    assert "| pact | - | 60.0±5.0 / 10.0±0.0 / 5.0±0.0 |" in t
+    assert "| sft | 75.0 / 0.0 / 0.0 | 65.0 / 90.0 / 45.0 |" in t
+    assert "| pact | - | 60.0 / 10.0 / 5.0 |" in t
 
 
 def test_ladder_only_lists_its_rows_and_ratios():

@@ -41,8 +41,9 @@ def write_config(cfg: dict, workdir: Path, name: str = "config.yaml") -> Path:
     return path
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 1200,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {})}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), *args]

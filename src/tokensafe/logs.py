@@ -10,10 +10,14 @@ import traceback
 import warnings
 from pathlib import Path
 
+from tokensafe import jobserver
 from tokensafe.numerics import describe_cpu_numerics
 
 
 def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
+    """First call of every stage script: hand the job to a local run's fork server when one is up (it
+    exits this process with the job's status; tokensafe.jobserver), else set up logging and the GC here."""
+    jobserver.delegate()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

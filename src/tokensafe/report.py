@@ -20,11 +20,9 @@ def method_order(methods) -> list[str]:
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and std over seeds) per (method, ratio)."""
+    """Mean over seeds per (method, ratio), with the number of seeds."""
     g = summary.groupby(["method", "poison_ratio"])
-    agg = g[[m for m, _ in METRICS]].mean()
-    std = g[[m for m, _ in METRICS]].std(ddof=0).add_suffix("_std")
-    return agg.join(std).join(g.size().rename("n_seeds")).reset_index()
+    return g[[m for m, _ in METRICS]].mean().join(g.size().rename("n_seeds")).reset_index()
 
 
 def _pct(x: float) -> str:
@@ -45,14 +43,60 @@ def table4(summary: pd.DataFrame) -> str:
                 cells.append("-")
                 continue
             row = row.iloc[0]
-            vals = []
-            for k, _ in METRICS:
-                s = _pct(row[k])
-                if row.n_seeds > 1:
-                    s += f"±{_pct(row[k + '_std'])}"
-                vals.append(s)
-            cells.append(" / ".join(vals))
+            cells.append(" / ".join(_pct(row[k]) for k, _ in METRICS))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "-" if pd.isna(lo) else f"{_pct(lo)}, {_pct(hi)}"
+
+
+def interval_section(by_method: pd.DataFrame) -> str:
+    """Per metric, methods x poison ratios: mean over seeds, [95 % interval over seeds], (95 % interval over
+    prompts); from ``summary_by_method.csv``."""
+    ratios = sorted(by_method.poison_ratio.unique())
+    out = ["Each cell: mean over seeds (%), then [95 % t-interval over seeds] and (95 % Wilson interval over "
+           "prompts); n = number of seeds. A seed interval needs two seeds; `initial` under greedy decoding is the "
+           "same model and the same answers for every seed."]
+    for metric, name in METRICS:
+        d = by_method[by_method.metric == metric]
+        out += ["", f"**{name}**", "", "| Method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
+        for m in method_order(d.method):
+            cells = []
+            for r in ratios:
+                row = d[(d.method == m) & (d.poison_ratio == r)]
+                if row.empty:
+                    cells.append("-")
+                    continue
+                x = row.iloc[0]
+                cells.append(f"{_pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
+                             f"({_interval(x.prompt_ci_low, x.prompt_ci_high)}) n={x.n_seeds}")
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def comparisons_section(comp: pd.DataFrame) -> str:
+    """The key pairs (``comparisons.csv``): difference a - b in points, its intervals and the verdict."""
+    if comp.empty:
+        return "No pairs to compare."
+    few = comp[comp.n_seeds < 2]
+    comp = comp[comp.n_seeds >= 2]
+    if comp.empty:
+        return f"Every pair has a single seed: no verdicts ({len(few)} rows in `comparisons.csv`). Add seeds to compare."
+    names = dict(METRICS) | {"mask_precision": "mask precision", "mask_recall": "mask recall"}
+    lines = ["Difference a - b in percentage points, paired by seed (the same fine-tuning set) and by prompt; "
+             "[95 % interval over seeds] and (95 % bootstrap interval over prompts). *higher* / *lower*: both "
+             "intervals exclude 0; *within noise*: at least one does not. The TOSS mask rows have one number per "
+             "seed, so only the seed interval.", "",
+             "| a | b | P | metric | n | a - b | over seeds | over prompts | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in comp.itertuples():
+        lines.append(f"| {r.a} | {r.b} | {r.poison_ratio:g} | {names.get(r.metric, r.metric)} | {r.n_seeds} | "
+                     f"{100 * r.mean:+.1f} | {_interval(r.seed_ci_low, r.seed_ci_high)} | "
+                     f"{_interval(r.prompt_ci_low, r.prompt_ci_high)} | {r.verdict} |")
+    if len(few):
+        pairs = sorted({f"{a} vs {b}" for a, b in zip(few.a, few.b)})
+        lines += ["", f"Pairs with a single seed, so no verdict (their differences are in `comparisons.csv`): {', '.join(pairs)}."]
     return "\n".join(lines)
 
 
@@ -176,8 +220,8 @@ def render(summary: pd.DataFrame, out_md: str, out_png: str, sections: list[tupl
         "",
         "## Safety and utility (Table 4 layout)",
         "",
-        "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (± std when several). "
-        "`initial` is the aligned model before fine-tuning (the same model under every ratio).",
+        "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed "
+        "counts: next section). `initial` is the aligned model before fine-tuning (the same model under every ratio).",
         "",
         table4(summary),
         "",

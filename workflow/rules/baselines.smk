@@ -49,7 +49,7 @@ rule subspace_projectors:
         base=model_ref("base"),
         target_modules=config["finetune"]["lora"]["target_modules"],
         dtype=config["models"].get("dtype", "auto"),
-        cpu_numerics=config["cpu_numerics"],
+        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/subspace_projectors.log",
     benchmark:

@@ -1,12 +1,15 @@
 # Config validation (before any job is planned), model references and small input functions.
 import json
+import os
+import tempfile
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from tokensafe.config import (ConfigError, check_config, classify_model_ref, coerce_command_line_values, method_recipe, ratio_tag,
                               settings_hash)
-from tokensafe.numerics import pin_cpu_numerics
+from tokensafe import jobserver
+from tokensafe.numerics import numerics_label, pin_cpu_numerics
 
 try:
     # --config values arrive as strings (--config seeds=[1,2] gives ["1", "2"]): type them by the schema first.
@@ -18,6 +21,27 @@ validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same numbers on any x86 CPU.
 pin_cpu_numerics(config["cpu_numerics"])
+# What the hashed settings record: the mode and the environment it sets (a changed pin reruns the model work).
+CPU_NUMERICS = numerics_label(config["cpu_numerics"])
+
+# Local runs start their stage jobs from a fork server that has already imported torch, transformers and
+# peft (~4-5 s saved per job; tokensafe.jobserver says what it keeps the same). TOKENSAFE_JOB_SERVER=off
+# turns it off; remote executors (SLURM) never start it, and their jobs run in their own processes.
+JOB_SERVER_SOCKET = f"{tempfile.gettempdir()}/tokensafe-jobs-{os.getpid()}.sock"
+
+
+onstart:
+    if workflow.local_exec and workflow.is_main_process and os.environ.get(jobserver.ENV_SOCKET) != "off":
+        jobserver.start(JOB_SERVER_SOCKET, "logs/jobserver.log")
+
+
+onsuccess:
+    jobserver.stop(JOB_SERVER_SOCKET)
+
+
+onerror:
+    jobserver.stop(JOB_SERVER_SOCKET)
+
 
 # vLLM pins its own torch and transformers, so it lives in envs/vllm.yaml, used by the generate and
 # judge rules under --software-deployment-method conda. Without that (and without vLLM here), stop now.
@@ -39,6 +63,11 @@ METHODS = list(config["methods"])
 def method_ratios(method):
     """Poison ratios a method runs at: its entry in method_poison_ratios, else poison_ratios."""
     return [ratio_tag(p) for p in config.get("method_poison_ratios", {}).get(method, config["poison_ratios"])]
+
+
+def method_seeds(method):
+    """Seeds a method runs at: its entry in method_seeds, else seeds ('initial' runs at every seed)."""
+    return [int(s) for s in config.get("method_seeds", {}).get(method, SEEDS)]
 
 
 # Every ratio some method uses (the fine-tuning sets to build).
@@ -119,7 +148,7 @@ def run_settings(method, ratio, seed):
         "lora": config["finetune"]["lora"],
         "recipe": method_recipe(config["finetune"], method),
         "dtype": config["models"].get("dtype", "auto"),
-        "cpu_numerics": config["cpu_numerics"],
+        "cpu_numerics": CPU_NUMERICS,
         "method_settings": METHOD_SETTINGS[method](),
     }
 
@@ -139,7 +168,7 @@ def initial_settings(seed):
         "world_seed": config["world_seed"] if config["models"]["aligned"] == "embedded" else None,
         "prompt_template": config["prompt_template"],
         "dtype": config["models"].get("dtype", "auto"),
-        "cpu_numerics": config["cpu_numerics"],
+        "cpu_numerics": CPU_NUMERICS,
     }
 
 
@@ -159,5 +188,5 @@ def generation_settings(wildcards):
 def all_runs():
     runs = [dict(method="initial", poison_ratio=float(r), seed=s, run=f"initial/s{s}") for r in RATIOS for s in SEEDS]
     runs += [dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}") for m in METHODS for r in method_ratios(m)
-             for s in SEEDS]
+             for s in method_seeds(m)]
     return runs

@@ -44,7 +44,7 @@ rule judge:
         judge=config["judge"],
         dtype=config["models"].get("dtype", "auto"),
         backend=config["generation"]["backend"],
-        cpu_numerics=config["cpu_numerics"],
+        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/judge/{run}.log",
     benchmark:

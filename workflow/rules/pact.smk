@@ -28,8 +28,8 @@ def pact_report_inputs():
 def pact_conflict_inputs():
     """Weight-conflict summaries of the fine-tuning sets that a weighted PACT method trains on."""
     weighted = [m for m in PACT_METHODS if LADDER[m]["weights"] and m in METHODS]
-    sets = sorted({r for m in weighted for r in method_ratios(m)}, key=float)
-    return [f"{PACT_DIR}/p{r}/s{s}/weight_conflicts.json" for r in sets for s in SEEDS]
+    sets = sorted({(r, s) for m in weighted for r in method_ratios(m) for s in method_seeds(m)}, key=lambda x: (float(x[0]), x[1]))
+    return [f"{PACT_DIR}/p{r}/s{s}/weight_conflicts.json" for r, s in sets]
 
 
 rule pact_safe_responses:

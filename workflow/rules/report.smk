@@ -1,4 +1,5 @@
-# Aggregation: summary table (csv + parquet), markdown report and the safety-vs-utility plot.
+# Aggregation: summary table (csv + parquet, one row per run), per-prompt outcomes, aggregates over seeds with
+# 95 % intervals and noise verdicts (tokensafe.stats), the markdown report and the safety-vs-utility plot.
 
 from tokensafe.pipeline.summary import SUMMARY_COLUMNS
 
@@ -7,9 +8,13 @@ rule summary:
     input:
         generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
         judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
+        toss_masks=toss_report_inputs(),
     output:
         csv="results/summary.csv",
         parquet="results/summary.parquet",
+        outcomes="results/outcomes.parquet",
+        by_method="results/summary_by_method.csv",
+        comparisons="results/comparisons.csv",
     params:
         runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
         metric=config["data"].get("task_metric", "number"),
@@ -29,6 +34,8 @@ rule summary:
 rule report:
     input:
         summary="results/summary.parquet",
+        by_method="results/summary_by_method.csv",
+        comparisons="results/comparisons.csv",
         toss_masks=toss_report_inputs(),
         safety_tokens=pact_report_inputs(),
         pact_conflicts=pact_conflict_inputs(),

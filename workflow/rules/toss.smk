@@ -43,10 +43,11 @@ def toss_report_inputs():
     """Mask summaries the report lists (precision/recall against the known poison tokens)."""
     wanted = set()
     if "toss" in METHODS:
-        wanted |= {(r, 0) for r in method_ratios("toss")}
+        wanted |= {(r, s, 0) for r in method_ratios("toss") for s in method_seeds("toss")}
     if "toss_pro" in METHODS:
-        wanted |= {(r, t) for r in method_ratios("toss_pro") for t in range(config["toss"]["pro"]["rounds"] + 1)}
-    return [f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json" for r, t in sorted(wanted) for s in SEEDS]
+        wanted |= {(r, s, t) for r in method_ratios("toss_pro") for s in method_seeds("toss_pro")
+                   for t in range(config["toss"]["pro"]["rounds"] + 1)}
+    return [f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json" for r, s, t in sorted(wanted, key=lambda x: (float(x[0]), x[1], x[2]))]
 
 
 rule toss_reference:

@@ -51,7 +51,7 @@ rule world_base:
         arch=config["world"]["model"],
         train=config["world"]["pretrain"],
         seed=config["world_seed"],
-        cpu_numerics=config["cpu_numerics"],
+        cpu_numerics=CPU_NUMERICS,
         max_length=config["max_length"],
     log:
         "logs/world_base.log",
@@ -76,7 +76,7 @@ rule world_aligned:
     params:
         train=config["world"]["align"],
         seed=config["world_seed"],
-        cpu_numerics=config["cpu_numerics"],
+        cpu_numerics=CPU_NUMERICS,
         template=config["prompt_template"],
         max_length=config["max_length"],
     log:
@@ -106,7 +106,7 @@ rule world_guard:
         arch=config["world"]["guard_model"],
         train=config["world"]["guard"],
         seed=config["world_seed"],
-        cpu_numerics=config["cpu_numerics"],
+        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/world_guard.log",
     benchmark:
