@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for name, family, fn in [
-                ("loss_dump", "generate", lambda: check_loss_dump(args.results, tmp)),  # toss_round's threads
+                ("loss_dump", "generate", lambda: check_loss_dump(args.results, tmp)),  # toss_losses' threads
                 ("pact_reference", "generate", lambda: check_pact_reference(args.results, tmp)),
                 ("finetune", "train", lambda: check_finetunes(args.results, tmp, args.steps, threads["train"])),
                 ("generate_judge", "generate",

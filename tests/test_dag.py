@@ -10,13 +10,14 @@ DEFAULT_PLAN = {
     "world_data": 1, "world_tokenizer": 1, "world_base": 1, "world_aligned": 1, "world_guard": 1,
     "source_table": 8,        # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
     "mix_finetune_set": 9,    # one fine-tuning set per poison ratio and seed (3 x 3)
-    "finetune": 29,           # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
-                              # + the ladder (4) and the baselines (7) at P = 0.1, seed 1 (method_seeds)
-    "generate": 32,           # + initial once per seed
-    "judge": 32,
+    "finetune": 28,           # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
+                              # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
+    "generate": 31,           # + initial once per seed
+    "judge": 31,
     "toss_reference": 2,      # utility and harmful reference models, shared by every run
     "toss_utility_losses": 3,
-    "toss_round": 9,          # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed
+    "toss_losses": 9,         # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed: loss dump
+    "toss_mask": 9,           # ... and mask
     "toss_pro_retrain": 6,
     "pact_safe_responses": 1, "pact_safety_tokens": 1, "pact_reference": 3,
     "aligned_losses": 1, "subspace_projectors": 1,
@@ -38,7 +39,7 @@ def test_seeds_and_ratios_multiply_the_runs(tmp_path):
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
     assert jobs["mix_finetune_set"] == 4 and jobs["finetune"] == 8
     assert jobs["generate"] == jobs["judge"] == 8 + 2  # + initial per seed
-    assert jobs["toss_reference"] == 2 and jobs["toss_utility_losses"] == 4 and jobs["toss_round"] == 4
+    assert jobs["toss_reference"] == 2 and jobs["toss_utility_losses"] == 4 and jobs["toss_losses"] == jobs["toss_mask"] == 4
 
 
 def test_command_line_config_sweeps_seeds(tmp_path):
@@ -50,6 +51,7 @@ def test_command_line_config_sweeps_seeds(tmp_path):
 
 def test_method_poison_ratios_override_the_grid(tmp_path):
     c = load_default_config()
+    c["seeds"] = [1]
     c["methods"] = ["sft", "pact"]
     c["method_poison_ratios"] = {"pact": [0.1, 0.2]}
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
@@ -72,6 +74,7 @@ def test_method_seeds_override_the_seeds(tmp_path):
 
 def test_real_models_plan_no_world_models(tmp_path):
     c = load_default_config()
+    c["seeds"] = [1]  # the ladder and baselines run at seed 1 (method_seeds)
     model_dir = tmp_path / "my-aligned"
     model_dir.mkdir()
     c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}

@@ -86,7 +86,7 @@ def test_raising_rounds_adds_only_the_new_round(finished):
     c = json.loads(json.dumps(cfg))
     c["toss"]["pro"]["rounds"] = 2
     assert planned_jobs(wd, write_config(c, wd, "rounds.yaml")) == {
-        "toss_pro_retrain": 1, "toss_round": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+        "toss_pro_retrain": 1, "toss_losses": 1, "toss_mask": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
 
 
 def test_a_method_recipe_retrains_only_that_method(finished):
@@ -124,3 +124,24 @@ def test_gpu_smoke_check_replays_every_stage(finished):
     for run in ("initial/s1", "sft/p0.1/s1"):
         r = rep["generate_judge"][run]
         assert r["same_text_share"] == 1.0 and r["cpu"] == r["replay"]
+
+
+PACT_FAMILY = [m for m in ALL_BUT_PREFIX if m.startswith("pact")]
+
+
+@pytest.mark.parametrize("change, plan", [
+    # Answers to the eval prompts get longer: generation and judging only (PACT's safe answers are R tokens
+    # long, pact.response_tokens, and read only the generation batch size).
+    (lambda c: c["generation"].update(max_new_tokens=12), {"generate": 14, "judge": 14}),
+    # PACT's KL weight: the PACT-family fine-tunes and their evaluation, no PACT preparation stage.
+    (lambda c: c["pact"].update({"lambda": 1.0}), {"finetune": len(PACT_FAMILY), "generate": len(PACT_FAMILY),
+                                                   "judge": len(PACT_FAMILY)}),
+    # TOSS's share of discarded tokens: the masks (rounds 0 and 1) and the two TOSS runs; no reference
+    # model, no loss dump and no TOSS-Pro retrain (they do not read d).
+    (lambda c: c["toss"].update(d=0.2), {"toss_mask": 2, "finetune": 2, "generate": 2, "judge": 2}),
+])
+def test_a_setting_reruns_only_the_stages_that_read_it(finished, tmp_path, change, plan):
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    change(c)
+    assert planned_jobs(wd, write_config(c, tmp_path)) == {**plan, "summary": 1, "report": 1, "all": 1}

@@ -28,11 +28,11 @@ SOURCES = ("task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utilit
 # Which resource family each GPU rule draws from (workflow/rules/*.smk: resources_for(...)).
 FAMILY = {
     "finetune": "train", "toss_reference": "train", "toss_pro_retrain": "train",
-    "generate": "generate", "toss_utility_losses": "generate", "toss_round": "generate", "aligned_losses": "generate",
+    "generate": "generate", "toss_utility_losses": "generate", "toss_losses": "generate", "aligned_losses": "generate",
     "subspace_projectors": "generate", "pact_safe_responses": "generate", "pact_safety_tokens": "generate",
     "pact_reference": "generate",
     "judge": "judge",
-    "source_table": "data", "mix_finetune_set": "data",
+    "source_table": "data", "mix_finetune_set": "data", "toss_mask": "data",
     "summary": "report", "report": "report",
 }
 # The presets generate with vLLM, which is not installed here and lives in envs/vllm.yaml; a dry run with
@@ -242,7 +242,7 @@ def test_toss_presets_plan_references_and_rounds(planned):
         pytest.skip("no TOSS-Pro in this preset")
     sets = len(cfg["poison_ratios"]) * len(cfg["seeds"])
     assert counts["toss_reference"] == 2                                    # harmful + utility, shared by all sets
-    assert counts["toss_round"] == sets * (cfg["toss"]["pro"]["rounds"] + 1)
+    assert counts["toss_losses"] == counts["toss_mask"] == sets * (cfg["toss"]["pro"]["rounds"] + 1)
     assert counts["toss_pro_retrain"] == sets * cfg["toss"]["pro"]["rounds"]
     train = cfg["resources"]["train"]
     for job in (j for j in jobs if j["rule"] in ("toss_reference", "toss_pro_retrain")):

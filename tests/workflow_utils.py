@@ -20,6 +20,8 @@ def load_default_config() -> dict:
 def micro_config() -> dict:
     """The default config shrunk until the whole DAG runs in about a minute (no phenomenon expected)."""
     cfg = load_default_config()
+    cfg["seeds"] = [1]
+    cfg["method_seeds"] = {}
     cfg["n_finetune"] = 60
     cfg["poison_ratios"] = [0.0, 0.1]
     cfg["methods"] = ["sft"]

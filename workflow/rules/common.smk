@@ -21,6 +21,9 @@ validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same numbers on any x86 CPU.
 pin_cpu_numerics(config["cpu_numerics"])
+# A fixed hash seed in every job (and in the job server, hence its children): set iteration orders, e.g. the
+# LoRA target_modules that peft writes to adapter_config.json, are then the same in every process.
+os.environ["PYTHONHASHSEED"] = "0"
 # What the hashed settings record: the mode and the environment it sets (a changed pin reruns the model work).
 CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 

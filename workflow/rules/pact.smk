@@ -1,5 +1,6 @@
 # PACT: the aligned model's safe answers, safety tokens (Eq. 1-2), and the frozen reference's logits on
 # them in both views, computed once per fine-tuning set and reused by every PACT run (spec section 2).
+from tokensafe import stage_keys
 from tokensafe.pact_ladder import LADDER
 
 PACT_DIR = "results/pact"
@@ -10,8 +11,9 @@ def pact_settings():
     return dict(config["pact"])
 
 
-def pact_stage_settings():
-    return stage_settings(pact_settings())
+def pact_stage_settings(keys):
+    """Settings of a PACT preparation stage: the keys of config["pact"] it reads (tokensafe.stage_keys)."""
+    return stage_settings(stage_keys.pick(config["pact"], keys))
 
 
 for _m in PACT_METHODS:
@@ -40,9 +42,12 @@ rule pact_safe_responses:
         f"{PACT_DIR}/safe_responses.parquet",
     params:
         aligned=model_ref("aligned"),
-        settings=pact_stage_settings(),
-        generation=config["generation"],
-        keywords=config["judge"]["keywords"],
+        settings=pact_stage_settings(stage_keys.PACT_SAFE_RESPONSES),
+        # Of the generation settings only the batch size (the answers are greedy, R tokens long: pact.*);
+        # it stays a rerun trigger because padded batches of another size can round differently.
+        batch_size=config["generation"]["batch_size"],
+        # The refusal keywords filter the answers only with pact.filter_refusals.
+        keywords=config["judge"]["keywords"] if config["pact"]["filter_refusals"] else [],
     log:
         "logs/pact_safe_responses.log",
     benchmark:
@@ -65,7 +70,7 @@ rule pact_safety_tokens:
     params:
         aligned=model_ref("aligned"),
         base=model_ref("base"),
-        settings=pact_stage_settings(),
+        settings=pact_stage_settings(stage_keys.PACT_SAFETY_TOKENS),
     log:
         "logs/pact_safety_tokens.log",
     benchmark:
@@ -88,7 +93,7 @@ rule pact_reference:
         conflicts=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/weight_conflicts.json",
     params:
         aligned=model_ref("aligned"),
-        settings=pact_stage_settings(),
+        settings=pact_stage_settings(stage_keys.PACT_REFERENCE),
     log:
         "logs/pact_reference/p{ratio}_s{seed}.log",
     benchmark:

@@ -1,8 +1,11 @@
 # TOSS / TOSS-Pro: reference models, per-token loss dumps, masks and refinement rounds (spec section 1).
 # Paths: results/toss/reference/{utility,harmful}/adapter (shared by every run), then per fine-tuning
-# set results/toss/p{ratio}/s{seed}/: losses_utility.parquet and, per round t, round{t}/losses_harmful,
-# round{t}/mask (+ .json); TOSS-Pro rounds t >= 1 retrain the harmful model on D^h plus round{t}/picks.
+# set results/toss/p{ratio}/s{seed}/: losses_utility.parquet and, per round t, round{t}/losses_harmful
+# (toss_losses), round{t}/mask (+ .json; toss_mask); TOSS-Pro rounds t >= 1 retrain the harmful model on D^h
+# plus round{t}/picks.
 TOSS_DIR = "results/toss"
+
+from tokensafe import stage_keys
 
 
 def toss_settings():
@@ -16,8 +19,14 @@ def toss_pro_settings():
 
 
 def toss_reference_settings(seed=0):
-    """Everything that defines a TOSS reference model (not the round count: raising it adds rounds only)."""
-    return {**stage_settings(toss_settings()), "seed": seed}
+    """What defines a TOSS reference model: LoRA and recipe (not d, the selection or the round count)."""
+    return {**stage_settings(stage_keys.pick(config["toss"], stage_keys.TOSS_REFERENCE)), "seed": seed}
+
+
+def toss_losses_settings():
+    """What a loss dump reads besides its inputs (the adapter that scores): the cross-entropy chunk size.
+    It stays a rerun trigger: chunks of another size are other matrix shapes, which can round differently."""
+    return stage_settings(stage_keys.pick(config["toss"], stage_keys.TOSS_LOSSES))
 
 
 def harmful_adapter(wildcards):
@@ -82,7 +91,7 @@ rule toss_utility_losses:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
     params:
         aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
+        settings=toss_losses_settings(),
     log:
         "logs/toss_utility_losses/p{ratio}_s{seed}.log",
     benchmark:
@@ -95,33 +104,54 @@ rule toss_utility_losses:
         "../scripts/toss_losses.py"
 
 
-rule toss_round:
+rule toss_losses:
     input:
         data="results/data/finetune/p{ratio}/s{seed}.parquet",
-        utility=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
         adapter=harmful_adapter,
         aligned=model_input("aligned"),
     output:
-        losses=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
-        mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
-        summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
+        f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
     params:
         aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
-        d=config["toss"]["d"],
-        selection=config["toss"]["selection"],
+        settings=toss_losses_settings(),
     wildcard_constraints:
         round=r"\d+",
     log:
-        "logs/toss_round/p{ratio}_s{seed}_r{round}.log",
+        "logs/toss_losses/p{ratio}_s{seed}_r{round}.log",
     benchmark:
-        "benchmarks/toss_round/p{ratio}_s{seed}_r{round}.tsv"
+        "benchmarks/toss_losses/p{ratio}_s{seed}_r{round}.tsv"
     priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
     script:
-        "../scripts/toss_round.py"
+        "../scripts/toss_losses.py"
+
+
+# The mask is its own job, so that d or the selection recomputes masks only: the loss dumps (and the
+# TOSS-Pro retrains that read them) stay.
+rule toss_mask:
+    input:
+        utility=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
+        harmful=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
+    output:
+        mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
+        summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
+    params:
+        d=config["toss"]["d"],
+        selection=config["toss"]["selection"],
+    wildcard_constraints:
+        round=r"\d+",
+    log:
+        "logs/toss_mask/p{ratio}_s{seed}_r{round}.log",
+    benchmark:
+        "benchmarks/toss_mask/p{ratio}_s{seed}_r{round}.tsv"
+    priority: PRIORITY["prep"]
+    threads: 1
+    resources:
+        **resources_for("data"),
+    script:
+        "../scripts/toss_mask.py"
 
 
 rule toss_pro_retrain:

@@ -43,7 +43,7 @@ def write_safe_responses(aligned: str, prompts_path: str, settings: dict, gen_cf
     responses = generate(model, tok, list(df.prompt), settings["prompt_template"],
                          {"max_new_tokens": pact["response_tokens"], "greedy": True}, gen_cfg.get("batch_size", 64))
     filt = pact.get("filter_refusals", True)
-    keep = [r.strip() != "" and (is_refusal(r, keywords) or not filt) for r in responses]
+    keep = [r.strip() != "" and (not filt or is_refusal(r, keywords)) for r in responses]
     out_df = pd.DataFrame({"prompt": df.prompt, "response": responses, "kept": keep})
     if not any(keep):
         raise ValueError("the aligned model refused none of the safety prompts: no safe responses to find safety tokens "
