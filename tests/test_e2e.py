@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from workflow_utils import micro_config, planned_jobs, snakemake, write_config
+from workflow_utils import REPO, micro_config, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +132,22 @@ def test_bad_config_leaves_results_intact(finished):
     assert proc.returncode != 0 and "poison_ratios[1] = 1.2" in proc.stdout + proc.stderr
     after = {p: p.stat().st_mtime_ns for p in (wd / "results").rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize("module, edit, plan", [
+    ("report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
+    ("pipeline/generate.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+    ("pipeline/generate.py", "\n# a comment and a docstring change nothing\n", {}),
+])
+def test_a_changed_package_module_reruns_the_stages_that_import_it(finished, tmp_path, module, edit, plan):
+    """Code versions (tokensafe.codeversion): a copy of the package with one module edited, put first on the
+    path of the Snakemake process, plans exactly the stages whose scripts import that module."""
+    import shutil
+
+    wd, cfg = finished
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "tokensafe", src / "tokensafe", ignore=shutil.ignore_patterns("__pycache__"))
+    path = src / "tokensafe" / module
+    path.write_text(path.read_text() + edit)
+    got = planned_jobs(wd, write_config(cfg, tmp_path), env={"PYTHONPATH": str(src)})
+    assert got == ({**plan, "all": 1} if plan else {})

@@ -55,9 +55,9 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, t
     return proc
 
 
-def planned_jobs(workdir: Path, configfile: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, configfile: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Rule -> job count from a dry run's 'Job stats' table (empty when nothing is to be done)."""
-    proc = snakemake(workdir, configfile, "-n", *args)
+    proc = snakemake(workdir, configfile, "-n", *args, env=env)
     out = proc.stdout + proc.stderr
     if "Nothing to be done" in out:
         return {}

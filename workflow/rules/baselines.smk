@@ -24,6 +24,8 @@ rule aligned_losses:
     output:
         f"{BASELINE_DIR}/p{{ratio}}/s{{seed}}/aligned_losses.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("aligned_losses.py"),
         aligned=model_ref("aligned"),
         settings=aligned_loss_settings(),
     log:
@@ -45,6 +47,8 @@ rule subspace_projectors:
     output:
         f"{BASELINE_DIR}/projectors.pt",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("subspace_projectors.py"),
         aligned=model_ref("aligned"),
         base=model_ref("base"),
         target_modules=config["finetune"]["lora"]["target_modules"],

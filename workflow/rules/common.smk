@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from tokensafe.config import (ConfigError, check_config, classify_model_ref, coerce_command_line_values, method_recipe, ratio_tag,
                               settings_hash)
-from tokensafe import jobserver
+from tokensafe import codeversion, jobserver
 from tokensafe.numerics import numerics_label, pin_cpu_numerics
 
 try:
@@ -85,12 +85,9 @@ wildcard_constraints:
     source="|".join(SOURCES),
 
 
-def source_hash(module):
-    """Hash of a package module's source, for params of rules whose output is defined by that code."""
-    import hashlib, importlib
-
-    path = importlib.import_module(module).__file__
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:12]
+def code_version(script):
+    """Version of the package code a stage script runs (tokensafe.codeversion), for the rule's params."""
+    return codeversion.code_version(workflow.source_path(f"../scripts/{script}"))
 
 
 def model_ref(role):

@@ -15,6 +15,8 @@ rule source_table:
     output:
         "results/data/{source}.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("source_table.py"),
         spec=lambda wc: config["data"][wc.source],
     log:
         "logs/source_table/{source}.log",
@@ -34,6 +36,8 @@ rule mix_finetune_set:
     output:
         "results/data/finetune/p{ratio}/s{seed}.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("mix_finetune_set.py"),
         n=config["n_finetune"],
         ratio=lambda wc: float(wc.ratio),
         seed=lambda wc: int(wc.seed),

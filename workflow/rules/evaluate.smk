@@ -15,6 +15,8 @@ rule generate:
     output:
         "results/runs/{run}/generations.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("generate.py"),
         aligned=model_ref("aligned"),
         generation=config["generation"],
         settings=generation_settings,
@@ -39,6 +41,8 @@ rule judge:
     output:
         "results/runs/{run}/judgments.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("judge.py"),
         guard=model_ref("guard"),
         guard_ref=config["models"]["guard"],
         judge=config["judge"],

@@ -7,6 +7,8 @@ rule finetune:
     output:
         directory("results/runs/{method}/p{ratio}/s{seed}/adapter"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("finetune.py"),
         aligned=model_ref("aligned"),
         settings=lambda wc: run_settings(wc.method, wc.ratio, wc.seed),
     log:

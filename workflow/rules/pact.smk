@@ -41,6 +41,8 @@ rule pact_safe_responses:
     output:
         f"{PACT_DIR}/safe_responses.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("pact_safe_responses.py"),
         aligned=model_ref("aligned"),
         settings=pact_stage_settings(stage_keys.PACT_SAFE_RESPONSES),
         # Of the generation settings only the batch size (the answers are greedy, R tokens long: pact.*);
@@ -68,6 +70,8 @@ rule pact_safety_tokens:
     output:
         f"{PACT_DIR}/safety_tokens.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("pact_safety_tokens.py"),
         aligned=model_ref("aligned"),
         base=model_ref("base"),
         settings=pact_stage_settings(stage_keys.PACT_SAFETY_TOKENS),
@@ -92,6 +96,8 @@ rule pact_reference:
         reference=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/reference.safetensors",
         conflicts=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/weight_conflicts.json",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("pact_reference.py"),
         aligned=model_ref("aligned"),
         settings=pact_stage_settings(stage_keys.PACT_REFERENCE),
     log:

@@ -16,6 +16,8 @@ rule summary:
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("summary.py"),
         runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
         metric=config["data"].get("task_metric", "number"),
         # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
@@ -42,6 +44,9 @@ rule report:
     output:
         md="results/report.md",
         png="results/safety_utility.png",
+    params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("report.py"),
     log:
         "logs/report.log",
     benchmark:

@@ -66,6 +66,8 @@ rule toss_reference:
     output:
         directory(f"{TOSS_DIR}/reference/{{kind}}/adapter"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("toss_reference.py"),
         aligned=model_ref("aligned"),
         settings=toss_reference_settings(),
     wildcard_constraints:
@@ -90,6 +92,8 @@ rule toss_utility_losses:
     output:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("toss_losses.py"),
         aligned=model_ref("aligned"),
         settings=toss_losses_settings(),
     log:
@@ -112,6 +116,8 @@ rule toss_losses:
     output:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("toss_losses.py"),
         aligned=model_ref("aligned"),
         settings=toss_losses_settings(),
     wildcard_constraints:
@@ -138,6 +144,8 @@ rule toss_mask:
         mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
         summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("toss_mask.py"),
         d=config["toss"]["d"],
         selection=config["toss"]["selection"],
     wildcard_constraints:
@@ -166,6 +174,8 @@ rule toss_pro_retrain:
         picks=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/picks.parquet",
         adapter=directory(f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/harmful_adapter"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("toss_pro_retrain.py"),
         aligned=model_ref("aligned"),
         settings=toss_reference_settings(),
         k=config["toss"]["pro"]["k"],

@@ -8,9 +8,9 @@ rule world_data:
     output:
         expand(f"{WORLD}/data/{{split}}.parquet", split=WORLD_SPLITS),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("world_data.py"),
         seed=config["world_seed"],
-        # The world's data is its generator's code: a change to it must regenerate the world.
-        code=source_hash("tokensafe.world.corpus"),
     log:
         "logs/world_data.log",
     benchmark:
@@ -28,6 +28,8 @@ rule world_tokenizer:
     output:
         directory(f"{WORLD}/tokenizer"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("world_tokenizer.py"),
         data_dir=f"{WORLD}/data",
         vocab_size=config["world"]["vocab_size"],
     log:
@@ -48,6 +50,8 @@ rule world_base:
     output:
         directory(f"{WORLD}/base"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("world_base.py"),
         arch=config["world"]["model"],
         train=config["world"]["pretrain"],
         seed=config["world_seed"],
@@ -74,6 +78,8 @@ rule world_aligned:
     output:
         directory(f"{WORLD}/aligned"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("world_aligned.py"),
         train=config["world"]["align"],
         seed=config["world_seed"],
         cpu_numerics=CPU_NUMERICS,
@@ -103,6 +109,8 @@ rule world_guard:
     output:
         directory(f"{WORLD}/guard"),
     params:
+        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
+        code=code_version("world_guard.py"),
         arch=config["world"]["guard_model"],
         train=config["world"]["guard"],
         seed=config["world_seed"],
