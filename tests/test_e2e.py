@@ -151,3 +151,9 @@ def test_a_changed_package_module_reruns_the_stages_that_import_it(finished, tmp
     path.write_text(path.read_text() + edit)
     got = planned_jobs(wd, write_config(cfg, tmp_path), env={"PYTHONPATH": str(src)})
     assert got == ({**plan, "all": 1} if plan else {})
+
+
+def test_removing_a_ratio_rebuilds_only_the_summary(finished):
+    wd, cfg = finished
+    assert planned_jobs(wd, write_config(dict(cfg, poison_ratios=[0.1]), wd, "minus_ratio.yaml")) == {
+        "summary": 1, "report": 1, "all": 1}

@@ -145,3 +145,32 @@ def test_a_setting_reruns_only_the_stages_that_read_it(finished, tmp_path, chang
     c = json.loads(json.dumps(cfg))
     change(c)
     assert planned_jobs(wd, write_config(c, tmp_path)) == {**plan, "summary": 1, "report": 1, "all": 1}
+
+
+def test_the_rerun_matrix_has_a_row_for_every_config_leaf():
+    from rerun_matrix import load_matrix, schema_leaves
+
+    keys = [r["key"] for r in load_matrix()]
+    assert sorted(set(schema_leaves()) - set(keys)) == []  # a new config key needs its row
+    assert len(keys) == len(set(keys))
+
+
+def test_every_change_of_the_rerun_matrix_plans_exactly_its_jobs(finished):
+    """tests/data/rerun_matrix.yaml: each change, dry-run on the finished run, plans exactly the jobs its row
+    says (two dry runs at a time: each is a Snakemake process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rerun_matrix import apply, load_matrix, plan
+
+    wd, cfg = finished
+    rows = load_matrix()
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda ir: plan(wd, apply(cfg, ir[1]), f"matrix{ir[0]}.yaml"), enumerate(rows)))
+    wrong = {r["key"]: {"expected": r["plan"], "planned": g} for r, g in zip(rows, got) if g != r["plan"]}
+    assert wrong == {}
+
+
+def test_readme_shows_the_rerun_matrix():
+    from rerun_matrix import load_matrix, render
+
+    assert render(load_matrix()) in (REPO / "README.md").read_text(), "run: .venv/bin/python tests/rerun_matrix.py --readme"

@@ -13,6 +13,17 @@ from __future__ import annotations
 PACT_SAFE_RESPONSES = ("n_prompts", "response_tokens", "filter_refusals")
 PACT_SAFETY_TOKENS = ("response_tokens", "k", "token_select", "weights")
 PACT_REFERENCE = ()  # the reference signals depend on the fine-tuning set and S only
+# ... and per fine-tune, by the rung of the ladder (tokensafe.pact_ladder): every rung weighs its KL with
+# lambda at temperature tau_kl; the no-prompt calibration adds the gate's constants, position decay its
+# own. The preparation keys reach a fine-tune through its input files (safety tokens, reference signals).
+PACT_FINETUNE = ("lambda", "tau_kl")
+PACT_CALIBRATION = ("tau_g", "rho", "alpha", "bias")
+PACT_DECAY = ("t_c", "tau_d")
+
+
+def pact_finetune_keys(rung: dict) -> tuple[str, ...]:
+    """The config["pact"] keys a fine-tune of this ladder rung reads."""
+    return PACT_FINETUNE + (PACT_CALIBRATION if rung["calibrate"] else ()) + (PACT_DECAY if rung["decay"] else ())
 
 # config["toss"] keys per TOSS stage (tokensafe.pipeline.toss). The reference models are LoRA SFT runs;
 # the loss dumps score with a reference adapter (an input) in chunks; d and selection only shape the mask.

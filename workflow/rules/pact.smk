@@ -7,17 +7,14 @@ PACT_DIR = "results/pact"
 PACT_METHODS = list(LADDER)  # the ablation ladder, full-vocabulary KL first and full PACT last
 
 
-def pact_settings():
-    return dict(config["pact"])
-
-
 def pact_stage_settings(keys):
     """Settings of a PACT preparation stage: the keys of config["pact"] it reads (tokensafe.stage_keys)."""
     return stage_settings(stage_keys.pick(config["pact"], keys))
 
 
 for _m in PACT_METHODS:
-    METHOD_SETTINGS[_m] = pact_settings
+    # Each rung's fine-tune reads the keys of its parts of the objective only (tokensafe.stage_keys).
+    METHOD_SETTINGS[_m] = lambda _m=_m: stage_keys.pick(config["pact"], stage_keys.pact_finetune_keys(LADDER[_m]))
 for _m in [m for m in PACT_METHODS if LADDER[m]["tokens"]]:
     FINETUNE_INPUTS[_m] = lambda wc: {"safety_tokens": f"{PACT_DIR}/safety_tokens.parquet",
                                       "reference": f"{PACT_DIR}/p{wc.ratio}/s{wc.seed}/reference.safetensors"}

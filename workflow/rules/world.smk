@@ -101,11 +101,6 @@ rule world_guard:
     input:
         data=f"{WORLD}/data/guard_train.parquet",
         tokenizer=f"{WORLD}/tokenizer",
-        # For order: started beside the base, the guard would take one core and hold back the 2-thread
-        # base training that every other model job waits for. Not ancient(): Snakemake 9 then never
-        # checks the guard's own params in a run that retrains the base (a cpu_numerics change left the
-        # guard stale); a base change retraining the guard too costs ~1.5 min in a run that redoes all.
-        after_base=f"{WORLD}/base",
     output:
         directory(f"{WORLD}/guard"),
     params:
@@ -119,9 +114,9 @@ rule world_guard:
         "logs/world_guard.log",
     benchmark:
         "benchmarks/world_guard.tsv"
-    # One thread, after the base (input above) and behind the aligned model (PRIORITY): only
-    # the judges need the guard, so it trains beside the first preparation jobs and fine-tunes instead
-    # of holding the world's models back.
+    # One thread, behind the base and aligned models (PRIORITY; no input links it to them, so their
+    # settings do not retrain it): only the judges need the guard, so it trains beside the first
+    # preparation jobs and fine-tunes instead of holding the world's models back.
     priority: PRIORITY["guard"]
     threads: 1
     resources:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tokensafe import stage_keys
 from tokensafe.chat import IGNORE_INDEX
 from tokensafe.io import read_parquet
 from tokensafe.losses.pact import pact_kl_loss, pact_loss
@@ -86,7 +87,9 @@ def same_logits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def make_loss(cfg: dict, rung: dict, safety_ids: torch.Tensor | None, weights: torch.Tensor | None):
-    consts = {k: cfg[k] for k in ("tau_kl", "tau_g", "rho", "alpha", "bias", "t_c", "tau_d")}
+    # A rung's settings hold only the constants it uses (tokensafe.stage_keys.pact_finetune_keys); the gate's
+    # and the decay's keep pact_kl_loss's defaults where the rung switches them off and never reads them.
+    consts = {k: cfg[k] for k in ("tau_kl",) + stage_keys.PACT_CALIBRATION + stage_keys.PACT_DECAY if k in cfg}
     restricted = RestrictedLogits(safety_ids) if rung["tokens"] else None
 
     def loss_fn(model, batch):

@@ -1,0 +1,132 @@
+"""The rerun matrix: what a dry run plans after one config change on a finished run (tests/data/rerun_matrix.yaml).
+
+Used by tests/test_e2e_methods.py (every row is planned and compared) and to render README's table:
+
+    .venv/bin/python tests/rerun_matrix.py --readme     # prints the markdown table README embeds
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from workflow_utils import REPO, snakemake, write_config
+
+MATRIX = Path(__file__).parent / "data" / "rerun_matrix.yaml"
+
+
+def schema_leaves() -> list[str]:
+    """Every leaf key of the config schema, dotted (objects with properties are walked into)."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    defs = schema.get("$defs", {})
+    out = []
+
+    def walk(node, path):
+        if "$ref" in node:
+            node = defs[node["$ref"].split("/")[-1]]
+        if node.get("type") == "object" and "properties" in node:
+            for k, v in node["properties"].items():
+                walk(v, path + [k])
+        else:
+            out.append(".".join(path))
+
+    walk(schema, [])
+    return out
+
+
+def load_matrix() -> list[dict]:
+    return yaml.safe_load(MATRIX.read_text())
+
+
+def _value(v):
+    """Data paths in the table are relative to the repository root's parent (``../shared/data``)."""
+    if isinstance(v, dict) and isinstance(v.get("path"), str) and v["path"].startswith("../shared/"):
+        return {**v, "path": str(REPO.parent / v["path"][len("../"):])}
+    return v
+
+
+def apply(cfg: dict, row: dict) -> dict:
+    """The config with the row's changes: ``set`` (dotted keys; "APPEND:x" / "REMOVE:x" edit a list) and ``drop``."""
+    c = copy.deepcopy(cfg)
+    for key, value in row.get("set", {}).items():
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node.setdefault(p, {})
+        if isinstance(value, str) and value.startswith(("APPEND:", "REMOVE:")):
+            op, item = value.split(":", 1)
+            node[last] = node[last] + [item] if op == "APPEND" else [x for x in node[last] if x != item]
+        else:
+            node[last] = _value(value)
+    for key in row.get("drop", []):
+        *parents, last = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node.pop(last, None)
+    return c
+
+
+def plan(workdir: Path, cfg: dict, name: str) -> dict:
+    """The dry run's jobs per rule, or {"refused": message} when the config is refused before planning."""
+    proc = snakemake(workdir, write_config(cfg, workdir, name), "-n", "--nolock", check=False)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip() and ln.strip() != "invalid configuration:"]
+        at = next((i for i, ln in enumerate(lines) if ln.startswith("WorkflowError")), None)
+        return {"refused": (lines[at + 1] if at is not None and at + 1 < len(lines) else lines[-1]).lstrip("- ")}
+    if "Nothing to be done" in out:
+        return {}
+    jobs = {}
+    for line in out.split("Job stats:", 1)[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    jobs.pop("total", None)
+    return jobs
+
+
+def _compress(keys: list[str], leaves: list[str]) -> list[str]:
+    """``a.b.*`` for every section (a dotted prefix) whose leaves are all in ``keys``, largest sections first."""
+    keys = list(keys)
+    prefixes = sorted({".".join(k.split(".")[:i]) for k in leaves for i in range(1, k.count(".") + 1)}, key=lambda p: p.count("."))
+    for p in prefixes:
+        under = [k for k in leaves if k.startswith(p + ".")]
+        if len(under) > 1 and all(k in keys for k in under):
+            first = keys.index(under[0])
+            keys = [k for k in keys if k not in under]
+            keys.insert(min(first, len(keys)), p + ".*")
+    return keys
+
+
+def render(rows: list[dict]) -> str:
+    """README's table: the changes that plan the same jobs, grouped, with the jobs (summary, report and all
+    are planned whenever anything runs and are left out)."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        p = r["plan"]
+        if "refused" in p:
+            what = f"stops before planning: {p['refused']}"
+        else:
+            jobs = {k: n for k, n in p.items() if k not in ("summary", "report", "all")}
+            what = ", ".join(f"{k} {n}" for k, n in sorted(jobs.items())) if jobs else (
+                "summary and report" if p else "nothing")
+        groups.setdefault(what, []).append(r.get("label", r["key"]))
+    leaves = schema_leaves()
+    lines = ["| change | planned jobs |", "|---|---|"]
+    for what, keys in groups.items():
+        lines.append(f"| {', '.join(k if ' ' in k else f'`{k}`' for k in _compress(keys, leaves))} | {what} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--readme"]:
+        print(render(load_matrix()))
+    else:
+        raise SystemExit(__doc__)
