@@ -19,7 +19,8 @@ except ConfigError as e:
     raise WorkflowError(str(e))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
-# CPU arithmetic takes the configured code path: same config and seed, same numbers on any x86 CPU.
+# CPU arithmetic takes the configured code path: same config and seed, same bytes on the same machine
+# (what holds across CPU kinds: tokensafe.numerics and README "Same numbers where").
 pin_cpu_numerics(config["cpu_numerics"])
 # A fixed hash seed in every job (and in the job server, hence its children): set iteration orders, e.g. the
 # LoRA target_modules that peft writes to adapter_config.json, are then the same in every process.
