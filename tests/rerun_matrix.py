@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from workflow_utils import REPO, snakemake, write_config
+from workflow_utils import REPO, job_stats, snakemake, write_config
 
 MATRIX = Path(__file__).parent / "data" / "rerun_matrix.yaml"
 
@@ -44,9 +43,9 @@ def load_matrix() -> list[dict]:
 
 
 def _value(v):
-    """Data paths in the table are relative to the repository root's parent (``../shared/data``)."""
-    if isinstance(v, dict) and isinstance(v.get("path"), str) and v["path"].startswith("../shared/"):
-        return {**v, "path": str(REPO.parent / v["path"][len("../"):])}
+    """Data paths in the table are relative to the repository root (``tests/data/public``)."""
+    if isinstance(v, dict) and isinstance(v.get("path"), str) and not Path(v["path"]).is_absolute():
+        return {**v, "path": str(REPO / v["path"])}
     return v
 
 
@@ -80,16 +79,7 @@ def plan(workdir: Path, cfg: dict, name: str) -> dict:
         lines = [ln.strip() for ln in out.splitlines() if ln.strip() and ln.strip() != "invalid configuration:"]
         at = next((i for i, ln in enumerate(lines) if ln.startswith("WorkflowError")), None)
         return {"refused": (lines[at + 1] if at is not None and at + 1 < len(lines) else lines[-1]).lstrip("- ")}
-    if "Nothing to be done" in out:
-        return {}
-    jobs = {}
-    for line in out.split("Job stats:", 1)[1].splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        jobs[m.group(1)] = int(m.group(2))
-    jobs.pop("total", None)
-    return jobs
+    return job_stats(out)
 
 
 def _compress(keys: list[str], leaves: list[str]) -> list[str]:

@@ -58,12 +58,15 @@ def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, t
 def planned_jobs(workdir: Path, configfile: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Rule -> job count from a dry run's 'Job stats' table (empty when nothing is to be done)."""
     proc = snakemake(workdir, configfile, "-n", *args, env=env)
-    out = proc.stdout + proc.stderr
+    return job_stats(proc.stdout + proc.stderr)
+
+
+def job_stats(out: str) -> dict[str, int]:
+    """Rule -> job count from the output of a successful dry run."""
     if "Nothing to be done" in out:
         return {}
-    table = out.split("Job stats:", 1)[1]
     jobs = {}
-    for line in table.splitlines()[3:]:
+    for line in out.split("Job stats:", 1)[1].splitlines()[3:]:
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if not m:
             break

@@ -13,8 +13,9 @@ that buys (measured on an AMD EPYC Zen 4 and an Intel Xeon with AMX; README "Sam
   ``STRICT`` makes MKL's GEMM results independent of the thread count (plain CNR needs a fixed count).
 * ``portable``: ``MKL_CBWR=COMPATIBLE`` (MKL's SSE2 branch, which MKL documents as giving the same
   results on Intel and compatible x86 CPUs) with ATen's AVX2 kernels (torch's own code: the same on any
-  x86-64 CPU with AVX2). Training is about 2x slower here, and the cross-vendor identity rests on MKL's
-  documentation: it has not been measured across vendors by this project.
+  x86-64 CPU with AVX2). Training is about 2x slower here, its GEMMs depend on the thread count (STRICT
+  does not apply to that branch: 1 and 2 threads train different weights here), and the cross-vendor
+  identity rests on MKL's documentation: it has not been measured across vendors by this project.
 * ``native``: each CPU's fastest kernels; the environment is left alone.
 
 Whatever the mode, torch's own parallel reductions (a full ``sum``) depend on the thread count, so every
