@@ -211,11 +211,13 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
         ready, _, _ = select.select([listener], [], [], 0.05)
         if ready and not stopping:
             conn, _ = listener.accept()
+            conn.settimeout(30)  # a client that connects and sends nothing must not stall every other job
             try:
                 request, fds = _recv(conn, with_fds=3)
             except (ConnectionError, OSError, ValueError):
                 conn.close()
                 continue
+            conn.settimeout(None)
             if request.get("stop"):
                 stopping = True
                 conn.close()
