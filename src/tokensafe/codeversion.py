@@ -40,10 +40,8 @@ def _module_file(name: str) -> str | None:
     """The source file of a ``tokensafe`` module, found by its path (importing it could be slow)."""
     parts = name.split(".")[1:]
     base = _package_dir().joinpath(*parts)
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if parts and path.is_file() or not parts and path.name == "__init__.py" and path.is_file():
-            return str(path)
-    return None
+    candidates = [base.with_suffix(".py"), base / "__init__.py"] if parts else [base / "__init__.py"]
+    return next((str(p) for p in candidates if p.is_file()), None)
 
 
 def _is_module(name: str) -> bool:

@@ -29,6 +29,20 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _cells(table: pd.DataFrame, method: str, ratios, fmt) -> list[str]:
+    """One method's cells across the poison ratios: ``fmt(row)`` of its row at each ratio, '-' where it did not run."""
+    cells = []
+    for r in ratios:
+        row = table[(table.method == method) & (table.poison_ratio == r)]
+        cells.append(fmt(row.iloc[0]) if len(row) else "-")
+    return cells
+
+
+def _metrics(row) -> str:
+    """Accuracy / keyword ASR / guard ASR of an aggregated row, in %."""
+    return " / ".join(_pct(row[k]) for k, _ in METRICS)
+
+
 def table4(summary: pd.DataFrame) -> str:
     """Methods as rows, poison ratios as column groups; each cell Acc / ASR per judge (in %)."""
     agg = aggregate(summary)
@@ -36,15 +50,7 @@ def table4(summary: pd.DataFrame) -> str:
     head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in METRICS) for r in ratios) + " |"
     lines = [head, "|---|" + "---|" * len(ratios)]
     for m in method_order(summary.method):
-        cells = []
-        for r in ratios:
-            row = agg[(agg.method == m) & (agg.poison_ratio == r)]
-            if row.empty:
-                cells.append("-")
-                continue
-            row = row.iloc[0]
-            cells.append(" / ".join(_pct(row[k]) for k, _ in METRICS))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
     return "\n".join(lines)
 
 
@@ -56,6 +62,11 @@ def interval_section(by_method: pd.DataFrame) -> str:
     """Per metric, methods x poison ratios: mean over seeds, [95 % interval over seeds], (95 % interval over
     prompts); from ``summary_by_method.csv``."""
     ratios = sorted(by_method.poison_ratio.unique())
+
+    def cell(x) -> str:
+        return (f"{_pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
+                f"({_interval(x.prompt_ci_low, x.prompt_ci_high)}) n={x.n_seeds}")
+
     out = ["Each cell: mean over seeds (%), then [95 % t-interval over seeds] and (95 % Wilson interval over "
            "prompts); n = number of seeds. A seed interval needs two seeds; `initial` under greedy decoding is the "
            "same model and the same answers for every seed."]
@@ -63,16 +74,7 @@ def interval_section(by_method: pd.DataFrame) -> str:
         d = by_method[by_method.metric == metric]
         out += ["", f"**{name}**", "", "| Method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios)]
         for m in method_order(d.method):
-            cells = []
-            for r in ratios:
-                row = d[(d.method == m) & (d.poison_ratio == r)]
-                if row.empty:
-                    cells.append("-")
-                    continue
-                x = row.iloc[0]
-                cells.append(f"{_pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
-                             f"({_interval(x.prompt_ci_low, x.prompt_ci_high)}) n={x.n_seeds}")
-            out.append(f"| {m} | " + " | ".join(cells) + " |")
+            out.append(f"| {m} | " + " | ".join(_cells(d, m, ratios, cell)) + " |")
     return "\n".join(out)
 
 
@@ -196,11 +198,7 @@ def pact_ladder_section(summary: pd.DataFrame) -> str | None:
     ratios = sorted(agg.poison_ratio.unique())
     lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
     for m, label in present:
-        cells = []
-        for r in ratios:
-            row = agg[(agg.method == m) & (agg.poison_ratio == r)]
-            cells.append(" / ".join(_pct(row.iloc[0][k]) for k, _ in METRICS) if len(row) else "-")
-        lines.append(f"| {label} | {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
     return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
 
 

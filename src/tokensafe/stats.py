@@ -32,6 +32,14 @@ BOOTSTRAP_SEED = 0
 HIGHER, LOWER, NOISE, FEW_SEEDS = "higher", "lower", "within noise", "needs >= 2 seeds"
 
 
+def _matrix(outcomes) -> np.ndarray:
+    """``[n_seeds, n_prompts]`` as float64, refusing any other shape."""
+    o = np.asarray(outcomes, dtype=np.float64)
+    if o.ndim != 2 or o.shape[1] == 0:
+        raise ValueError(f"outcomes must be [seeds, prompts] with at least one prompt, got shape {o.shape}")
+    return o
+
+
 def seed_interval(values, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
     """Student-t interval of the mean of ``values`` (one value per seed), clipped to ``bounds``; (nan, nan)
     for fewer than 2 seeds."""
@@ -64,9 +72,7 @@ def prompt_interval(outcomes, confidence: float = CONFIDENCE, n_boot: int = N_BO
 
     ``outcomes``: ``[n_seeds, n_prompts]`` (0/1 outcomes, or paired differences of them), column j being
     the same prompt in every row."""
-    o = np.asarray(outcomes, dtype=np.float64)
-    if o.ndim != 2 or o.shape[1] == 0:
-        raise ValueError(f"outcomes must be [seeds, prompts] with at least one prompt, got shape {o.shape}")
+    o = _matrix(outcomes)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, o.shape[1], size=(n_boot, o.shape[1]))
     boot = o[:, idx].mean(axis=2).mean(axis=0)  # [n_boot]
@@ -89,9 +95,7 @@ def verdict(seed_ci: tuple[float, float], prompt_ci: tuple[float, float] | None,
 
 def cell(outcomes) -> dict:
     """Mean rate over seeds with both intervals, from ``[n_seeds, n_prompts]`` 0/1 outcomes."""
-    o = np.asarray(outcomes, dtype=np.float64)
-    if o.ndim != 2 or o.shape[1] == 0:
-        raise ValueError(f"outcomes must be [seeds, prompts] with at least one prompt, got shape {o.shape}")
+    o = _matrix(outcomes)
     per_seed = o.mean(axis=1)
     s_lo, s_hi = seed_interval(per_seed)
     p_lo, p_hi = wilson_interval(float(per_seed.mean()), o.shape[1])

@@ -20,24 +20,27 @@ STAT_COLUMNS = ["n_seeds", "mean", "seed_ci_low", "seed_ci_high", "prompt_ci_low
 COMPARISON_COLUMNS = ["a", "b", "poison_ratio", "metric", *STAT_COLUMNS, "verdict"]
 
 
-def outcome_matrix(outcomes: pd.DataFrame, method: str, ratio: float, metric: str, seeds=None) -> tuple[list[int], np.ndarray]:
-    """``[n_seeds, n_prompts]`` outcomes of one cell (seeds ascending, prompts by id); every seed must
-    have answered the same prompts."""
-    d = outcomes[(outcomes.method == method) & (outcomes.poison_ratio == ratio) & (outcomes.metric == metric)]
-    if seeds is not None:
-        d = d[d.seed.isin(seeds)]
-    wide = d.pivot(index="seed", columns="prompt_id", values="value").sort_index()
+def _wide(cell: pd.DataFrame, method: str, ratio: float, metric: str) -> pd.DataFrame:
+    """One cell's outcomes as seeds (rows, ascending) x prompts (columns, by id); every seed must have
+    answered the same prompts."""
+    wide = cell.pivot(index="seed", columns="prompt_id", values="value").sort_index()
     if wide.isna().any().any():
         raise ValueError(f"{method} at P={ratio:g}, {metric}: the seeds answered different prompts")
+    return wide
+
+
+def outcome_matrix(outcomes: pd.DataFrame, method: str, ratio: float, metric: str) -> tuple[list[int], np.ndarray]:
+    """``[n_seeds, n_prompts]`` outcomes of one cell, with its seeds."""
+    d = outcomes[(outcomes.method == method) & (outcomes.poison_ratio == ratio) & (outcomes.metric == metric)]
+    wide = _wide(d, method, ratio, metric)
     return [int(s) for s in wide.index], wide.to_numpy(np.float64)
 
 
 def by_method(outcomes: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, poison_ratio, metric): mean over seeds, seed interval, prompt interval."""
     rows = []
-    for (method, ratio, metric), _ in outcomes.groupby(["method", "poison_ratio", "metric"], sort=True):
-        _, m = outcome_matrix(outcomes, method, ratio, metric)
-        s = cell_stats(m)
+    for (method, ratio, metric), d in outcomes.groupby(["method", "poison_ratio", "metric"], sort=True):
+        s = cell_stats(_wide(d, method, ratio, metric).to_numpy(np.float64))
         rows.append({"method": method, "poison_ratio": ratio, "metric": metric, **{k: s[k] for k in [*STAT_COLUMNS, "n_prompts"]}})
     return pd.DataFrame(rows, columns=["method", "poison_ratio", "metric", *STAT_COLUMNS, "n_prompts"])
 
@@ -64,13 +67,12 @@ def comparisons(outcomes: pd.DataFrame, mask_summaries: list[dict] = ()) -> pd.D
     rows = []
     for a, b, ratio in method_pairs(outcomes):
         for metric in METRICS:
-            sa = set(outcomes[(outcomes.method == a) & (outcomes.poison_ratio == ratio) & (outcomes.metric == metric)].seed)
-            sb = set(outcomes[(outcomes.method == b) & (outcomes.poison_ratio == ratio) & (outcomes.metric == metric)].seed)
-            seeds = sorted(sa & sb)
+            sa, ma = outcome_matrix(outcomes, a, ratio, metric)
+            sb, mb = outcome_matrix(outcomes, b, ratio, metric)
+            seeds = sorted(set(sa) & set(sb))  # paired by seed: the seeds both ran
             if not seeds:
                 continue
-            _, ma = outcome_matrix(outcomes, a, ratio, metric, seeds)
-            _, mb = outcome_matrix(outcomes, b, ratio, metric, seeds)
+            ma, mb = ma[[sa.index(s) for s in seeds]], mb[[sb.index(s) for s in seeds]]
             rows.append({"a": a, "b": b, "poison_ratio": ratio, "metric": metric, **paired_difference(ma, mb)})
     rows += toss_pro_vs_toss(mask_summaries)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
