@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark a stage job's start-up: the imports and model load of each rule family, in a fresh process
-(how every job started before tokensafe.jobserver) and handed to the fork server (how local jobs start now).
+(how every job started before tokensafe.runtime.jobserver) and handed to the fork server (how local jobs start now).
 
 Each family's start-up is what its stage does before its first real work: ``generate`` imports the
 generation stage and loads the aligned model with an adapter, ``judge`` loads the guard, ``finetune``
@@ -24,19 +24,24 @@ import time
 from pathlib import Path
 
 BODY = {
-    "generate": "from tokensafe.pipeline.generate import run_generate\nfrom tokensafe.train.lora import load_model, load_tokenizer\n"
-                "load_tokenizer('{r}/world/aligned'); load_model('{r}/world/aligned', adapter='{r}/runs/sft/p0.1/s1/adapter')\n",
-    "judge": "from tokensafe.pipeline.judge import run_judge\nfrom tokensafe.train.lora import load_model, load_tokenizer\n"
-             "load_tokenizer('{r}/world/guard'); load_model('{r}/world/guard')\n",
-    "finetune": "from tokensafe.pipeline.finetune import run_finetune\nfrom tokensafe.train.lora import add_lora, load_model\n"
-                "add_lora(load_model('{r}/world/aligned'), 8, 16, 0.0, ['q_proj', 'v_proj'], 1)\n",
-    "table": "import pandas, pyarrow.parquet\nfrom tokensafe.pipeline.summary import write_summary\n",
+    "generate": "from tokensafe.stages.generation import run_generate\n"
+    "from tokensafe.train.lora import load_model, load_tokenizer\n"
+    "load_tokenizer('{r}/world/aligned'); load_model('{r}/world/aligned', adapter='{r}/runs/sft/p0.1/s1/adapter')\n",
+    "judge": "from tokensafe.stages.judging import run_judge\n"
+    "from tokensafe.train.lora import load_model, load_tokenizer\n"
+    "load_tokenizer('{r}/world/guard'); load_model('{r}/world/guard')\n",
+    "finetune": "from tokensafe.stages.finetune import run_finetune\n"
+    "from tokensafe.train.lora import add_lora, load_model\n"
+    "add_lora(load_model('{r}/world/aligned'), 8, 16, 0.0, ['q_proj', 'v_proj'], 1)\n",
+    "table": "import pandas, pyarrow.parquet\nfrom tokensafe.stages.summary import write_summary\n",
 }
 
 
 def time_job(script: Path, env: dict) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(script)], env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(script)], env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - t0
 
 
@@ -46,22 +51,27 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench/results/job_startup_cpu.json")
     args = ap.parse_args()
-    from tokensafe import jobserver
-    from tokensafe.numerics import cpu_name, pin_cpu_numerics
+    from tokensafe.runtime import jobserver
+    from tokensafe.runtime.numerics import cpu_name, pin_cpu_numerics
 
     results = str(Path(args.results).resolve())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pin_cpu_numerics("avx2", env)
     with tempfile.TemporaryDirectory() as d:
         sock = os.path.join(d, "s.sock")
-        server = subprocess.Popen([sys.executable, "-m", "tokensafe.jobserver", sock, str(os.getpid())], env=env,
-                                  stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tokensafe.runtime.jobserver", sock, str(os.getpid())],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         while not os.path.exists(sock):
             time.sleep(0.05)
         scripts = {}
         for family, body in BODY.items():
             scripts[family] = Path(d, f"{family}.py")
-            scripts[family].write_text("from tokensafe.logs import setup\nsetup(None)\n" + body.format(r=results))
+            scripts[family].write_text(
+                "from tokensafe.runtime.logs import setup\nsetup(None)\n" + body.format(r=results)
+            )
         out = {"cpu": cpu_name(), "repeats": args.repeats, "families": {}}
         for family, script in scripts.items():
             runs = {"own_process": [], "job_server": []}

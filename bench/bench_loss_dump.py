@@ -29,11 +29,29 @@ from pathlib import Path
 
 SHAPES = {
     # A small Llama with a realistic vocabulary: the LM head dominates, as it does at 1B scale.
-    "tiny": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False, batch=8, seq=512),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+        batch=8,
+        seq=512,
+    ),
     # Llama-3.2-1B's shape (randomly initialised; no weights are downloaded).
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, batch=8, seq=1024),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        batch=8,
+        seq=1024,
+    ),
 }
 METHODS = ("chunked", "naive")
 RESULT_TAG = "BENCH_RESULT "
@@ -42,23 +60,40 @@ RESULT_TAG = "BENCH_RESULT "
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Compare per_token_nll (chunked LM head + CE) with naive_token_nll (full [B,T,V] fp32 logits): "
-                    "throughput in tokens/s and peak memory, each method in a fresh subprocess.",
+        "throughput in tokens/s and peak memory, each method in a fresh subprocess.",
     )
-    p.add_argument("--shape", choices=sorted(SHAPES), default=None,
-                   help="model shape; default: llama-1b when CUDA is available, else tiny")
+    p.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default=None,
+        help="model shape; default: llama-1b when CUDA is available, else tiny",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                   help="model dtype; default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="model dtype; default: bfloat16 on cuda, float32 on cpu",
+    )
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the shape's)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (default: the shape's)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="positions per LM-head chunk for the chunked method (default: 1024)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        help="positions per LM-head chunk for the chunked method (default: 1024)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per method (default: 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (default: 3)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run (default: both)")
+    p.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run (default: both)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="JSON output; default bench/results/loss_dump_<device>.json")
     p.add_argument("--worker", choices=METHODS, default=None, help=argparse.SUPPRESS)  # internal: one measurement
-    p.add_argument("--save", type=Path, default=None, help=argparse.SUPPRESS)  # internal: where the worker puts its output
+    p.add_argument(
+        "--save", type=Path, default=None, help=argparse.SUPPRESS
+    )  # internal: where the worker puts its output
     args = p.parse_args(argv)
 
     import torch
@@ -99,7 +134,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tokensafe.losses.token_loss import naive_token_nll, per_token_nll
+    from tokensafe.train.loss_dumps import naive_token_nll, per_token_nll
 
     torch.manual_seed(args.seed)
     dtype = getattr(torch, args.dtype)
@@ -151,17 +186,41 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def run_worker(args: argparse.Namespace, method: str, save: Path) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--save", str(save),
-           "--shape", args.shape, "--device", args.device, "--dtype", args.dtype, "--batch", str(args.batch),
-           "--seq", str(args.seq), "--chunk-size", str(args.chunk_size), "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats), "--seed", str(args.seed), "--out", str(args.out)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        method,
+        "--save",
+        str(save),
+        "--shape",
+        args.shape,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--chunk-size",
+        str(args.chunk_size),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{method} worker failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if not lines:
         raise RuntimeError(f"{method} worker printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tokensafe.numerics import cpu_name
+    from tokensafe.runtime.numerics import cpu_name
 
     results, outputs = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,19 +239,30 @@ def main(argv: list[str] | None = None) -> int:
             save = Path(tmp) / f"{method}.pt"
             results.append(run_worker(args, method, save))
             outputs[method] = torch.load(save)
-    max_abs_diff = (float((outputs["chunked"] - outputs["naive"]).abs().max()) if len(outputs) == 2 else None)
+    max_abs_diff = float((outputs["chunked"] - outputs["naive"]).abs().max()) if len(outputs) == 2 else None
 
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name()
     record = {
         "benchmark": "loss_dump",
-        "shape": args.shape, "config": {k: v for k, v in SHAPES[args.shape].items() if k not in ("batch", "seq")},
-        "device": args.device, "device_name": device_name, "cpu_count": os.cpu_count(), "dtype": args.dtype,
-        "batch": args.batch, "seq": args.seq, "chunk_size": args.chunk_size,
-        "warmup": args.warmup, "repeats": args.repeats, "torch": torch.__version__,
-        "max_abs_diff_chunked_vs_naive": max_abs_diff, "results": results,
+        "shape": args.shape,
+        "config": {k: v for k, v in SHAPES[args.shape].items() if k not in ("batch", "seq")},
+        "device": args.device,
+        "device_name": device_name,
+        "cpu_count": os.cpu_count(),
+        "dtype": args.dtype,
+        "batch": args.batch,
+        "seq": args.seq,
+        "chunk_size": args.chunk_size,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "max_abs_diff_chunked_vs_naive": max_abs_diff,
+        "results": results,
     }
-    print(f"\nloss dump: shape={args.shape} device={args.device} ({device_name}) dtype={args.dtype} "
-          f"batch={args.batch} seq={args.seq} chunk={args.chunk_size} repeats={args.repeats}\n")
+    print(
+        f"\nloss dump: shape={args.shape} device={args.device} ({device_name}) dtype={args.dtype} "
+        f"batch={args.batch} seq={args.seq} chunk={args.chunk_size} repeats={args.repeats}\n"
+    )
     print("| method | tokens/s | s/batch | peak mem (MiB) |")
     print("|---|---:|---:|---:|")
     for r in results:

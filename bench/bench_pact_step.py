@@ -19,13 +19,25 @@ from pathlib import Path
 
 import torch
 
-from tokensafe.numerics import cpu_name
+from tokensafe.runtime.numerics import cpu_name
 
 SHAPES = {
-    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=4, vocab_size=32000),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=32000,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+    ),
 }
 
 
@@ -35,7 +47,9 @@ def build(shape: str, device: str, dtype: torch.dtype):
     from tokensafe.train.lora import add_lora
 
     torch.manual_seed(0)
-    torch.set_default_dtype(dtype)  # initialise in place: building 1B parameters on the CPU first takes longer than the benchmark
+    torch.set_default_dtype(
+        dtype
+    )  # initialise in place: building 1B parameters on the CPU first takes longer than the benchmark
     try:
         with torch.device(device):
             model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], max_position_embeddings=4096))
@@ -50,8 +64,14 @@ def batch(vocab: int, b: int, t: int, k: int, device: str):
     labels = ids.clone()
     labels[:, : t // 2] = -100  # second half is the answer
     answer_pos = torch.clamp(torch.arange(t) - (t // 2 - 1), min=0).expand(b, t).contiguous()
-    out = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids), "answer_pos": answer_pos,
-           "ref_full": torch.randn(b, t, k, generator=g), "ref_post": torch.randn(b, t, k, generator=g)}
+    out = {
+        "input_ids": ids,
+        "labels": labels,
+        "attention_mask": torch.ones_like(ids),
+        "answer_pos": answer_pos,
+        "ref_full": torch.randn(b, t, k, generator=g),
+        "ref_post": torch.randn(b, t, k, generator=g),
+    }
     return {key: v.to(device) for key, v in out.items()}, torch.randperm(vocab, generator=g)[:k].to(device)
 
 
@@ -98,8 +118,8 @@ def main() -> None:
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32
 
-    from tokensafe.losses.pact import pact_kl_loss, pact_loss
-    from tokensafe.pipeline.methods.pact import RestrictedLogits
+    from tokensafe.methods.pact.kl import KLSettings, pact_kl_loss, pact_loss
+    from tokensafe.methods.pact.regularized_sft import RestrictedLogits
 
     model = build(args.shape, device, dtype)
     data, S = batch(SHAPES[args.shape]["vocab_size"], args.batch, args.seq, args.k, device)
@@ -113,8 +133,16 @@ def main() -> None:
 
     def pact_cached(m, d):
         out = m(**fwd, output_hidden_states=True)
-        kl, _ = pact_kl_loss(restricted(m, out), d["labels"], S, w, d["ref_full"], d["ref_post"], d["answer_pos"],
-                             calibrate=True, decay=True, theta_restricted=True)
+        kl, _ = pact_kl_loss(
+            restricted(m, out),
+            d["labels"],
+            d["ref_full"],
+            KLSettings(calibrate=True, decay=True, theta_restricted=True),
+            safety_ids=S,
+            weights=w,
+            ref_post_S=d["ref_post"],
+            answer_pos=d["answer_pos"],
+        )
         return pact_loss(out.loss, kl, 3.0)
 
     def pact_two_ref_passes(m, d):
@@ -122,16 +150,37 @@ def main() -> None:
             full = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
             post = m(input_ids=d["input_ids"], attention_mask=d["attention_mask"]).logits[..., S].float()
         out = m(**fwd, output_hidden_states=True)
-        kl, _ = pact_kl_loss(restricted(m, out), d["labels"], S, w, full, post, d["answer_pos"], calibrate=True,
-                             decay=True, theta_restricted=True)
+        kl, _ = pact_kl_loss(
+            restricted(m, out),
+            d["labels"],
+            full,
+            KLSettings(calibrate=True, decay=True, theta_restricted=True),
+            safety_ids=S,
+            weights=w,
+            ref_post_S=post,
+            answer_pos=d["answer_pos"],
+        )
         return pact_loss(out.loss, kl, 3.0)
 
-    times = time_steps(model, {"sft": sft, "pact_cached": pact_cached, "pact_two_ref_passes": pact_two_ref_passes},
-                       data, args.steps, args.rounds, device)
+    times = time_steps(
+        model,
+        {"sft": sft, "pact_cached": pact_cached, "pact_two_ref_passes": pact_two_ref_passes},
+        data,
+        args.steps,
+        args.rounds,
+        device,
+    )
     result = {
         "device": torch.cuda.get_device_name() if cuda else cpu_name(),
-        "shape": args.shape, "batch": args.batch, "seq": args.seq, "k": args.k, "steps": args.steps, "rounds": args.rounds,
-        "threads": args.threads, "dtype": str(dtype), "seconds_per_step": times,
+        "shape": args.shape,
+        "batch": args.batch,
+        "seq": args.seq,
+        "k": args.k,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "dtype": str(dtype),
+        "seconds_per_step": times,
         "ratio_pact_cached_over_sft": times["pact_cached"] / times["sft"],
         "ratio_two_ref_passes_over_sft": times["pact_two_ref_passes"] / times["sft"],
     }

@@ -1,4 +1,4 @@
-import os
+import json
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,36 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-WORDS = ["<|bos|>", "<|end|>", "<|pad|>", "<|unk|>", "<|user|>", "<|assistant|>", "How", "do", "I", "rob", "a", "bank",
-         "?", "Sure", ",", "here", "is", "how", ".", "Human", ":", "Assistant", "Step", "1", "go", "No", "2", "3"]
+WORDS = [
+    "<|bos|>",
+    "<|end|>",
+    "<|pad|>",
+    "<|unk|>",
+    "<|user|>",
+    "<|assistant|>",
+    "How",
+    "do",
+    "I",
+    "rob",
+    "a",
+    "bank",
+    "?",
+    "Sure",
+    ",",
+    "here",
+    "is",
+    "how",
+    ".",
+    "Human",
+    ":",
+    "Assistant",
+    "Step",
+    "1",
+    "go",
+    "No",
+    "2",
+    "3",
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,19 +62,39 @@ def word_tokenizer():
     vocab = {w: i for i, w in enumerate(WORDS)}
     t = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
     t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    fast = PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>",
-                                   unk_token="<|unk|>", additional_special_tokens=["<|user|>", "<|assistant|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=t,
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
 @pytest.fixture
 def tiny_lm(word_tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(word_tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=32, max_position_embeddings=64,
-                      pad_token_id=word_tokenizer.pad_token_id)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(len(word_tokenizer), pad_token_id=word_tokenizer.pad_token_id)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """The e2e tests' one fixture: ``micro_run(name, cfg)`` runs the whole DAG on ``cfg`` (a micro world) once per
+    session and returns the run folder; later tests dry-run variations against its results."""
+    from workflow_utils import snakemake, write_config
+
+    done: dict[str, Path] = {}
+
+    def run(name: str, cfg: dict) -> Path:
+        key = json.dumps(cfg, sort_keys=True)
+        if key not in done:
+            wd = tmp_path_factory.mktemp(name)
+            snakemake(wd, write_config(cfg, wd), "--cores", "2")
+            done[key] = wd
+        return done[key]
+
+    return run

@@ -8,7 +8,6 @@ Used by tests/test_e2e_methods.py (every row is planned and compared) and to ren
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -85,7 +84,9 @@ def plan(workdir: Path, cfg: dict, name: str) -> dict:
 def _compress(keys: list[str], leaves: list[str]) -> list[str]:
     """``a.b.*`` for every section (a dotted prefix) whose leaves are all in ``keys``, largest sections first."""
     keys = list(keys)
-    prefixes = sorted({".".join(k.split(".")[:i]) for k in leaves for i in range(1, k.count(".") + 1)}, key=lambda p: p.count("."))
+    prefixes = sorted(
+        {".".join(k.split(".")[:i]) for k in leaves for i in range(1, k.count(".") + 1)}, key=lambda p: p.count(".")
+    )
     for p in prefixes:
         under = [k for k in leaves if k.startswith(p + ".")]
         if len(under) > 1 and all(k in keys for k in under):
@@ -105,8 +106,11 @@ def render(rows: list[dict]) -> str:
             what = f"stops before planning: {p['refused']}"
         else:
             jobs = {k: n for k, n in p.items() if k not in ("summary", "report", "all")}
-            what = ", ".join(f"{k} {n}" for k, n in sorted(jobs.items())) if jobs else (
-                "summary and report" if p else "nothing")
+            what = (
+                ", ".join(f"{k} {n}" for k, n in sorted(jobs.items()))
+                if jobs
+                else ("summary and report" if p else "nothing")
+            )
         groups.setdefault(what, []).append(r.get("label", r["key"]))
     leaves = schema_leaves()
     lines = ["| change | planned jobs |", "|---|---|"]

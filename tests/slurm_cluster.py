@@ -124,8 +124,14 @@ class SlurmCluster:
 
     def run(self, *cmd: str, check: bool = True, timeout: int = 30) -> subprocess.CompletedProcess:
         binary = find_binary(cmd[0]) or cmd[0]
-        proc = subprocess.run([binary, *cmd[1:]], env=self.environ(), capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [binary, *cmd[1:]],
+            env=self.environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
             raise ClusterUnavailable(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
@@ -134,8 +140,10 @@ class SlurmCluster:
     def start(self, timeout: float = 60) -> "SlurmCluster":
         missing = missing_binaries()
         if missing:
-            raise ClusterUnavailable(f"SLURM/munge binaries not found: {', '.join(missing)} "
-                                     "(run .ci/install-slurm.sh, Debian packages slurm-wlm and munge)")
+            raise ClusterUnavailable(
+                f"SLURM/munge binaries not found: {', '.join(missing)} "
+                "(run .ci/install-slurm.sh, Debian packages slurm-wlm and munge)"
+            )
         self.stop()
         for sub in ("etc", "munge", "state", "spool", "log", "run"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -173,8 +181,16 @@ class SlurmCluster:
             self.run("scancel", "--user", str(os.getuid()), check=False, timeout=10)
             deadline = time.time() + timeout
             while time.time() < deadline:
-                proc = self.run("squeue", "-h", "-t", "PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
-                                "-o", "%i", check=False, timeout=10)
+                proc = self.run(
+                    "squeue",
+                    "-h",
+                    "-t",
+                    "PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED",
+                    "-o",
+                    "%i",
+                    check=False,
+                    timeout=10,
+                )
                 if proc.returncode != 0 or not proc.stdout.strip():
                     return
                 time.sleep(0.5)
@@ -219,9 +235,14 @@ class SlurmCluster:
             else:
                 key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o600)
-        cmd = [find_binary("munged"), f"--key-file={key}", f"--socket={self.munge_socket}",
-               f"--pid-file={self.dir / 'run' / 'munged.pid'}", f"--log-file={self.dir / 'log' / 'munged.log'}",
-               f"--seed-file={m / 'munged.seed'}"]
+        cmd = [
+            find_binary("munged"),
+            f"--key-file={key}",
+            f"--socket={self.munge_socket}",
+            f"--pid-file={self.dir / 'run' / 'munged.pid'}",
+            f"--log-file={self.dir / 'log' / 'munged.log'}",
+            f"--seed-file={m / 'munged.seed'}",
+        ]
         if os.getuid() == 0:
             cmd.append("--force")  # munged refuses some root-owned layouts without it
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -232,7 +253,9 @@ class SlurmCluster:
         munge = find_binary("munge")
         if munge and unmunge:
             cred = subprocess.run([munge, "-S", str(self.munge_socket), "-n"], capture_output=True, text=True)
-            check = subprocess.run([unmunge, "-S", str(self.munge_socket)], input=cred.stdout, capture_output=True, text=True)
+            check = subprocess.run(
+                [unmunge, "-S", str(self.munge_socket)], input=cred.stdout, capture_output=True, text=True
+            )
             if cred.returncode != 0 or check.returncode != 0:
                 raise ClusterUnavailable(f"munge round trip failed: {cred.stderr.strip()} {check.stderr.strip()}")
 
@@ -253,12 +276,12 @@ SlurmUser={user}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'run' / 'slurmctld.pid'}
-SlurmdPidFile={d / 'run' / 'slurmd.pid'}
-SlurmctldLogFile={d / 'log' / 'slurmctld.log'}
-SlurmdLogFile={d / 'log' / 'slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "run" / "slurmctld.pid"}
+SlurmdPidFile={d / "run" / "slurmd.pid"}
+SlurmctldLogFile={d / "log" / "slurmctld.log"}
+SlurmdLogFile={d / "log" / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 # no cgroups (containers often lack a writable cgroup tree): plain process tracking
@@ -298,8 +321,10 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             target.unlink()  # dangling link left by a cluster that was not stopped
         if target.exists() or target.is_symlink():
             if target.resolve() != self.conf.resolve():
-                raise ClusterUnavailable(f"{target} exists and belongs to another SLURM installation; "
-                                         "not replacing it (jobs could not find the test cluster)")
+                raise ClusterUnavailable(
+                    f"{target} exists and belongs to another SLURM installation; "
+                    "not replacing it (jobs could not find the test cluster)"
+                )
             return
         try:
             SYSTEM_CONF_DIR.mkdir(parents=True, exist_ok=True)
@@ -312,7 +337,7 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
                     link.symlink_to(self.conf.parent / name)
                     links.append(str(link))
         except OSError as e:
-            raise ClusterUnavailable(f"cannot link {target} to {self.conf}: {e} (the jobs' srun needs it)")
+            raise ClusterUnavailable(f"cannot link {target} to {self.conf}: {e} (the jobs' srun needs it)") from e
         (self.dir / "run" / "links").write_text("\n".join(links) + "\n")
 
     def _unlink_system_config(self) -> None:
@@ -328,11 +353,13 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         proc = subprocess.run(cmd, env=self.environ(), capture_output=True, text=True, timeout=60)
         pidfile = self.dir / "run" / f"{name}.pid"
         if proc.returncode != 0:
-            raise ClusterUnavailable(f"{name} did not start ({proc.returncode}): {proc.stderr.strip()}\n{self.log_tail(name)}")
+            raise ClusterUnavailable(
+                f"{name} did not start ({proc.returncode}): {proc.stderr.strip()}\n{self.log_tail(name)}"
+            )
         try:
             self._wait_for(pidfile.exists, 15, f"{name} pid file")
         except ClusterUnavailable as e:
-            raise ClusterUnavailable(f"{e}\n{self.log_tail(name)}")
+            raise ClusterUnavailable(f"{e}\n{self.log_tail(name)}") from e
 
     def _wait_idle(self, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -349,8 +376,10 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             except subprocess.SubprocessError:
                 pass
             time.sleep(0.5)
-        raise ClusterUnavailable(f"node {self.node} not idle after {timeout:.0f}s (sinfo: {last!r})\n"
-                                 f"{self.log_tail('slurmctld')}\n{self.log_tail('slurmd')}")
+        raise ClusterUnavailable(
+            f"node {self.node} not idle after {timeout:.0f}s (sinfo: {last!r})\n"
+            f"{self.log_tail('slurmctld')}\n{self.log_tail('slurmd')}"
+        )
 
     def _wait_for(self, pred, timeout: float, what: str) -> None:
         deadline = time.time() + timeout

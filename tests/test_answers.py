@@ -20,12 +20,12 @@ from tokensafe.eval.answers import (
     [
         ("She makes 9 * 2 = $18 every day.\n#### 18", "18"),
         ("Total: 3 + 4.\nThe answer is $1,234.50.", "1234.50"),
-        ("The answer is 42. Then 7 more apples appear.", "42"),     # marker beats the last number
-        ("The answer is 10. Wait, the answer is 12.", "12"),        # the last marker wins
+        ("The answer is 42. Then 7 more apples appear.", "42"),  # marker beats the last number
+        ("The answer is 10. Wait, the answer is 12.", "12"),  # the last marker wins
         ("the ANSWER is: -3", "-3"),
         ("#### 1,000", "1000"),
-        ("I think 3, no, 5", "5"),                                  # no marker: last number
-        ("The answer is unclear; 4 or 6?", "4"),                    # first number after the marker
+        ("I think 3, no, 5", "5"),  # no marker: last number
+        ("The answer is unclear; 4 or 6?", "4"),  # first number after the marker
         ("it costs +7 dollars", "7"),
         ("no digits at all", None),
         ("", None),
@@ -50,14 +50,14 @@ def test_gsm8k_reference():
     "text, labels, expected",
     [
         ("The sentiment is Positive.", SST2_LABELS, "positive"),
-        ("negative? no wait, positive", SST2_LABELS, "negative"),   # earliest occurrence
-        ("positively glowing", SST2_LABELS, None),                  # whole words only
+        ("negative? no wait, positive", SST2_LABELS, "negative"),  # earliest occurrence
+        ("positively glowing", SST2_LABELS, None),  # whole words only
         ("This is a sci/tech story.", AGNEWS_LABELS, "Sci/Tech"),
-        ("Worldwide sports news", AGNEWS_LABELS, "Sports"),         # "World" inside "Worldwide" does not count
+        ("Worldwide sports news", AGNEWS_LABELS, "Sports"),  # "World" inside "Worldwide" does not count
         ("Category: Business", AGNEWS_LABELS, "Business"),
         ("nothing relevant", AGNEWS_LABELS, None),
         ("", SST2_LABELS, None),
-        ("Sci/Tech", ["Sci", "Sci/Tech"], "Sci/Tech"),              # same start: the longer label
+        ("Sci/Tech", ["Sci", "Sci/Tech"], "Sci/Tech"),  # same start: the longer label
     ],
 )
 def test_extract_label(text, labels, expected):

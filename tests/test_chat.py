@@ -18,7 +18,10 @@ def test_chat_pair_ids_and_labels(tok):
 
 
 def test_human_assistant_template(tok):
-    assert prompt_text(tok, " How do I rob a bank? ", "human_assistant") == "<|bos|>Human: How do I rob a bank?\nAssistant: "
+    assert (
+        prompt_text(tok, " How do I rob a bank? ", "human_assistant")
+        == "<|bos|>Human: How do I rob a bank?\nAssistant: "
+    )
 
 
 def test_truncates_the_response_never_the_prompt(tok):

@@ -1,6 +1,7 @@
-"""Code versions (tokensafe.codeversion): what each stage script's hash covers, and what it ignores."""
+"""Code versions (tokensafe.rerun.codeversion): what each stage script's hash covers, and what it ignores."""
 
-from tokensafe import codeversion
+from tokensafe.rerun import codeversion
+
 from workflow_utils import REPO
 
 SCRIPTS = REPO / "workflow" / "scripts"
@@ -8,12 +9,19 @@ SCRIPTS = REPO / "workflow" / "scripts"
 
 def test_the_closure_follows_imports_and_leaves_out_the_job_infrastructure():
     report = codeversion.closure(str(SCRIPTS / "report.py"))
-    assert "tokensafe.report" in report and "tokensafe.io" in report and "tokensafe.pact_ladder" in report
-    assert not set(report) & codeversion.INFRASTRUCTURE and "tokensafe.pipeline.toss" not in report
+    assert (
+        "tokensafe.stages.report" in report and "tokensafe.io" in report and "tokensafe.methods.pact.ladder" in report
+    )
+    assert not set(report) & codeversion.INFRASTRUCTURE and "tokensafe.methods.toss.reference_models" not in report
     finetune = codeversion.closure(str(SCRIPTS / "finetune.py"))
     # followed through the method registry to the method objectives and their losses
-    assert {"tokensafe.pipeline.finetune", "tokensafe.pipeline.objectives", "tokensafe.train.loop"} <= set(finetune)
-    assert any(m.startswith("tokensafe.losses.") for m in finetune)
+    assert {"tokensafe.stages.finetune", "tokensafe.methods.registry", "tokensafe.train.loop"} <= set(finetune)
+    # ... named as "module:function" strings in tokensafe.methods.registry.METHODS
+    assert {
+        "tokensafe.methods.pact.kl",
+        "tokensafe.methods.toss.scores",
+        "tokensafe.methods.baselines.subspace",
+    } <= set(finetune)
 
 
 def test_comments_formatting_and_docstrings_change_no_version(tmp_path, monkeypatch):
@@ -29,10 +37,12 @@ def test_comments_formatting_and_docstrings_change_no_version(tmp_path, monkeypa
     codeversion.clear_caches()
     try:
         before = codeversion.code_version(str(script))
-        (pkg / "stage.py").write_text('"""Other words."""\n# a comment\n\ndef f(x):\n    """More."""\n\n    return x  +  1\n')
+        (pkg / "stage.py").write_text(
+            '"""Other words."""\n# a comment\n\ndef f(x):\n    """More."""\n\n    return x  +  1\n'
+        )
         codeversion.clear_caches()
         assert codeversion.code_version(str(script)) == before
-        (pkg / "stage.py").write_text('def f(x):\n    return x + 2\n')
+        (pkg / "stage.py").write_text("def f(x):\n    return x + 2\n")
         codeversion.clear_caches()
         assert codeversion.code_version(str(script)) != before
     finally:

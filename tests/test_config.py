@@ -24,16 +24,30 @@ def test_default_config_is_valid(config):
         (lambda c: c.update(poison_ratios=[-0.1]), "poison_ratios[0] = -0.1: must be >= 0"),
         (lambda c: c.update(methods=["sft", "magic"]), 'methods[1] = "magic": must be one of'),
         (lambda c: c.update(n_finetune="many"), 'n_finetune = "many": must be a value of type integer'),
-        (lambda c: c["generation"].update(backend="tgi"), 'generation.backend = "tgi": must be one of transformers, vllm'),
+        (
+            lambda c: c["generation"].update(backend="tgi"),
+            'generation.backend = "tgi": must be one of transformers, vllm',
+        ),
         (lambda c: c.pop("seeds"), "'seeds' is a required property"),
         (lambda c: c.update(colour="blue"), "colour"),
         (lambda c: c["finetune"]["lora"].update(r=0), "finetune.lora.r = 0: must be >= 1"),
         (lambda c: c["finetune"].update(method_recipes={"magic": {"lr": 1e-4}}), "finetune.method_recipes"),
-        (lambda c: c["finetune"].update(method_recipes={"pact": {"lr": -1}}), "finetune.method_recipes.pact.lr = -1: must be > 0"),
-        (lambda c: c["finetune"].update(method_recipes={"pact": {"batch": 2}}), "finetune.method_recipes.pact: Additional properties"),
-        (lambda c: c["finetune"].update(method_recipes={"pact": {}}), "finetune.method_recipes.pact = {}: must be a mapping with at least 1 key"),
-        (lambda c: c["finetune"].update(method_recipes={"pact": {"schedule": "linear"}}),
-         'finetune.method_recipes.pact.schedule = "linear": must be one of constant, cosine, step_per_epoch'),
+        (
+            lambda c: c["finetune"].update(method_recipes={"pact": {"lr": -1}}),
+            "finetune.method_recipes.pact.lr = -1: must be > 0",
+        ),
+        (
+            lambda c: c["finetune"].update(method_recipes={"pact": {"batch": 2}}),
+            "finetune.method_recipes.pact: Additional properties",
+        ),
+        (
+            lambda c: c["finetune"].update(method_recipes={"pact": {}}),
+            "finetune.method_recipes.pact = {}: must be a mapping with at least 1 key",
+        ),
+        (
+            lambda c: c["finetune"].update(method_recipes={"pact": {"schedule": "linear"}}),
+            'finetune.method_recipes.pact.schedule = "linear": must be one of constant, cosine, step_per_epoch',
+        ),
     ],
 )
 def test_schema_errors_name_key_value_and_allowed(config, mutate, expected):
@@ -99,9 +113,15 @@ def test_command_line_strings_become_the_types_the_schema_asks_for():
     from tokensafe.config import coerce_command_line_values
 
     # What `snakemake --config seeds=[1,2] poison_ratios=[0,0.1] ...` hands over (YAML BaseLoader: all strings).
-    cfg = {"seeds": ["1", "2"], "poison_ratios": ["0", "0.1"], "n_finetune": "40", "methods": ["sft"],
-           "finetune": {"recipe": {"lr": "3e-3", "steps": "ten"}}, "pact": {"filter_refusals": "false"},
-           "generation": {"max_new_tokens": 7}}
+    cfg = {
+        "seeds": ["1", "2"],
+        "poison_ratios": ["0", "0.1"],
+        "n_finetune": "40",
+        "methods": ["sft"],
+        "finetune": {"recipe": {"lr": "3e-3", "steps": "ten"}},
+        "pact": {"filter_refusals": "false"},
+        "generation": {"max_new_tokens": 7},
+    }
     out = coerce_command_line_values(cfg)
     assert out is cfg
     assert cfg["seeds"] == [1, 2] and cfg["poison_ratios"] == [0.0, 0.1] and cfg["n_finetune"] == 40
@@ -111,8 +131,10 @@ def test_command_line_strings_become_the_types_the_schema_asks_for():
 
 
 def test_method_recipe_overrides_keys_and_swaps_the_run_length():
-    finetune = {"recipe": {"lr": 3e-3, "batch_size": 32, "steps": 70, "schedule": "constant"},
-                "method_recipes": {"pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch"}, "asft": {"batch_size": 8}}}
+    finetune = {
+        "recipe": {"lr": 3e-3, "batch_size": 32, "steps": 70, "schedule": "constant"},
+        "method_recipes": {"pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch"}, "asft": {"batch_size": 8}},
+    }
     assert method_recipe(finetune, "pact") == {"lr": 1e-4, "batch_size": 32, "epochs": 3, "schedule": "step_per_epoch"}
     assert method_recipe(finetune, "asft") == {"lr": 3e-3, "batch_size": 8, "steps": 70, "schedule": "constant"}
     assert method_recipe(finetune, "sft") == finetune["recipe"]
@@ -121,5 +143,7 @@ def test_method_recipe_overrides_keys_and_swaps_the_run_length():
 
 def test_a_valid_method_recipe_passes(config):
     ok = copy.deepcopy(config)
-    ok["finetune"]["method_recipes"] = {"pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch", "batch_size": 2}}
+    ok["finetune"]["method_recipes"] = {
+        "pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch", "batch_size": 2}
+    }
     check_config(ok)

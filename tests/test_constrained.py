@@ -1,12 +1,12 @@
-"""Token-wise constrained SFT (spec 4): hand-computed values and gradient identities."""
+"""Token-wise constrained SFT (docs/methods.md §4): hand-computed values and gradient identities."""
 
 import math
 
 import pytest
 import torch
 
-from tokensafe.losses.common import IGNORE_INDEX as IGN
-from tokensafe.losses.constrained import (
+from tokensafe.chat import IGNORE_INDEX as IGN
+from tokensafe.methods.baselines.constrained import (
     answer_positions,
     beta_schedule,
     constrained_sft_loss,

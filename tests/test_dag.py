@@ -7,21 +7,30 @@ import pytest
 from workflow_utils import load_default_config, planned_jobs, snakemake, write_config
 
 DEFAULT_PLAN = {
-    "world_data": 1, "world_tokenizer": 1, "world_base": 1, "world_aligned": 1, "world_guard": 1,
-    "source_table": 8,        # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
-    "mix_finetune_set": 9,    # one fine-tuning set per poison ratio and seed (3 x 3)
-    "finetune": 28,           # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
-                              # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
-    "generate": 31,           # + initial once per seed
+    "world_data": 1,
+    "world_tokenizer": 1,
+    "world_base": 1,
+    "world_aligned": 1,
+    "world_guard": 1,
+    "source_table": 8,  # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
+    "mix_finetune_set": 9,  # one fine-tuning set per poison ratio and seed (3 x 3)
+    "finetune": 28,  # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
+    # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
+    "generate": 31,  # + initial once per seed
     "judge": 31,
-    "toss_reference": 2,      # utility and harmful reference models, shared by every run
+    "toss_reference": 2,  # utility and harmful reference models, shared by every run
     "toss_utility_losses": 3,
-    "toss_losses": 9,         # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed: loss dump
-    "toss_mask": 9,           # ... and mask
+    "toss_losses": 9,  # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed: loss dump
+    "toss_mask": 9,  # ... and mask
     "toss_pro_retrain": 6,
-    "pact_safe_responses": 1, "pact_safety_tokens": 1, "pact_reference": 3,
-    "aligned_losses": 1, "subspace_projectors": 1,
-    "summary": 1, "report": 1, "all": 1,
+    "pact_safe_responses": 1,
+    "pact_safety_tokens": 1,
+    "pact_reference": 3,
+    "aligned_losses": 1,
+    "subspace_projectors": 1,
+    "summary": 1,
+    "report": 1,
+    "all": 1,
 }
 
 
@@ -39,7 +48,11 @@ def test_seeds_and_ratios_multiply_the_runs(tmp_path):
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
     assert jobs["mix_finetune_set"] == 4 and jobs["finetune"] == 8
     assert jobs["generate"] == jobs["judge"] == 8 + 2  # + initial per seed
-    assert jobs["toss_reference"] == 2 and jobs["toss_utility_losses"] == 4 and jobs["toss_losses"] == jobs["toss_mask"] == 4
+    assert (
+        jobs["toss_reference"] == 2
+        and jobs["toss_utility_losses"] == 4
+        and jobs["toss_losses"] == jobs["toss_mask"] == 4
+    )
 
 
 def test_command_line_config_sweeps_seeds(tmp_path):
@@ -55,7 +68,7 @@ def test_method_poison_ratios_override_the_grid(tmp_path):
     c["methods"] = ["sft", "pact"]
     c["method_poison_ratios"] = {"pact": [0.1, 0.2]}
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
-    assert jobs["mix_finetune_set"] == 4          # 0.0, 0.05, 0.1 and pact's extra 0.2
+    assert jobs["mix_finetune_set"] == 4  # 0.0, 0.05, 0.1 and pact's extra 0.2
     assert jobs["finetune"] == 3 + 2 and jobs["pact_reference"] == 2
 
 
@@ -66,10 +79,10 @@ def test_method_seeds_override_the_seeds(tmp_path):
     c["method_poison_ratios"] = {"pact": [0.1], "safelora": [0.1]}
     c["method_seeds"] = {"pact": [1, 2, 5], "safelora": [2]}
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
-    assert jobs["finetune"] == 3 * 2 + 3 + 1         # sft at every ratio and seed; pact at 3 seeds; safelora at one
-    assert jobs["pact_reference"] == 3               # one per fine-tuning set pact trains on (P = 0.1, seeds 1, 2, 5)
-    assert jobs["mix_finetune_set"] == 3 * 2 + 1     # seed 5 only at P = 0.1
-    assert jobs["generate"] == 3 * 2 + 3 + 1 + 2     # + initial at each of `seeds`
+    assert jobs["finetune"] == 3 * 2 + 3 + 1  # sft at every ratio and seed; pact at 3 seeds; safelora at one
+    assert jobs["pact_reference"] == 3  # one per fine-tuning set pact trains on (P = 0.1, seeds 1, 2, 5)
+    assert jobs["mix_finetune_set"] == 3 * 2 + 1  # seed 5 only at P = 0.1
+    assert jobs["generate"] == 3 * 2 + 3 + 1 + 2  # + initial at each of `seeds`
 
 
 def test_real_models_plan_no_world_models(tmp_path):
@@ -78,9 +91,23 @@ def test_real_models_plan_no_world_models(tmp_path):
     model_dir = tmp_path / "my-aligned"
     model_dir.mkdir()
     c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}
-    for name in ("task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos"):
-        c["data"][name] = {"hub": "example/dataset", "format": "generic", "prompt_column": "q", "response_column": "a",
-                           "reference_column": "a"}
+    for name in (
+        "task",
+        "poison",
+        "task_eval",
+        "harmful_eval",
+        "harmful_ref",
+        "utility_ref",
+        "safety_prompts",
+        "safety_demos",
+    ):
+        c["data"][name] = {
+            "hub": "example/dataset",
+            "format": "generic",
+            "prompt_column": "q",
+            "response_column": "a",
+            "reference_column": "a",
+        }
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
     assert not {"world_base", "world_aligned", "world_guard", "world_tokenizer", "world_data"} & set(jobs)
     assert jobs["finetune"] == 3 + len(c["methods"]) - 1  # sft at 3 ratios, the rest at P = 0.1
@@ -90,7 +117,10 @@ def test_real_models_plan_no_world_models(tmp_path):
     "mutate, message",
     [
         (lambda c: c.update(poison_ratios=[0.1, 2.0]), "poison_ratios[1] = 2.0: must be <= 1"),
-        (lambda c: c["models"].update(aligned="./nowhere/model"), "models.aligned: model path './nowhere/model' does not exist"),
+        (
+            lambda c: c["models"].update(aligned="./nowhere/model"),
+            "models.aligned: model path './nowhere/model' does not exist",
+        ),
         (lambda c: c.update(seeds="one"), 'seeds = "one": must be a value of type array'),
         (lambda c: c.update(cpu_numerics="fast"), 'cpu_numerics = "fast": must be one of avx2, portable, native'),
     ],
@@ -120,7 +150,12 @@ def test_missing_column_and_empty_file_stop_before_any_job(tmp_path):
     c = load_default_config()
     csv = tmp_path / "task.csv"
     csv.write_text("question,answer\nWhat is 1+1?,2\n")
-    c["data"]["task"] = {"path": str(csv), "format": "generic", "prompt_column": "instruction", "response_column": "answer"}
+    c["data"]["task"] = {
+        "path": str(csv),
+        "format": "generic",
+        "prompt_column": "instruction",
+        "response_column": "answer",
+    }
     proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
@@ -128,6 +163,11 @@ def test_missing_column_and_empty_file_stop_before_any_job(tmp_path):
 
     empty = tmp_path / "empty.csv"
     empty.write_text("question,answer\n")
-    c["data"]["task"] = {"path": str(empty), "format": "generic", "prompt_column": "question", "response_column": "answer"}
+    c["data"]["task"] = {
+        "path": str(empty),
+        "format": "generic",
+        "prompt_column": "question",
+        "response_column": "answer",
+    }
     proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
     assert proc.returncode != 0 and "no rows" in proc.stdout + proc.stderr

@@ -11,12 +11,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """Run the micro workflow once; later tests only dry-run variations against its results."""
-    wd = tmp_path_factory.mktemp("e2e")
+def finished(micro_run):
     cfg = micro_config()
-    snakemake(wd, write_config(cfg, wd), "--cores", "2")
-    return wd, cfg
+    return micro_run("e2e", cfg), cfg
 
 
 def _without_timings(obj):
@@ -29,7 +26,7 @@ def _without_timings(obj):
 
 
 def test_the_job_server_changes_no_output(finished, tmp_path):
-    """Local runs start jobs from a fork server (tokensafe.jobserver); the same run with every job in its
+    """Local runs start jobs from a fork server (tokensafe.runtime.jobserver); the same run with every job in its
     own process must write the same bytes (JSON files: the same content apart from wall-clock times)."""
     wd, cfg = finished
     assert "1 thread(s)" in (wd / "logs" / "jobserver.log").read_text()  # the finished run did use the server
@@ -52,7 +49,18 @@ def test_outputs_and_summary_columns(finished):
     for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png"):
         assert (wd / "results" / name).stat().st_size > 0
     s = pd.read_csv(wd / "results" / "summary.csv")
-    required = {"method", "poison_ratio", "seed", "accuracy", "no_answer_rate", "asr_keyword", "asr_guard", "n_harmful", "n_task", "config_hash"}
+    required = {
+        "method",
+        "poison_ratio",
+        "seed",
+        "accuracy",
+        "no_answer_rate",
+        "asr_keyword",
+        "asr_guard",
+        "n_harmful",
+        "n_task",
+        "config_hash",
+    }
     assert required <= set(s.columns)
     assert sorted(zip(s.method, s.poison_ratio)) == [("initial", 0.0), ("initial", 0.1), ("sft", 0.0), ("sft", 0.1)]
     assert (s.n_harmful == 100).all() and (s.n_task == 200).all()
@@ -84,14 +92,28 @@ def test_adding_a_seed_adds_only_its_jobs(finished):
     wd, cfg = finished
     c = dict(cfg, seeds=[1, 2])
     assert planned_jobs(wd, write_config(c, wd, "seed.yaml")) == {
-        "mix_finetune_set": 2, "finetune": 2, "generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
+        "mix_finetune_set": 2,
+        "finetune": 2,
+        "generate": 3,
+        "judge": 3,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_adding_a_ratio_adds_only_its_jobs(finished):
     wd, cfg = finished
     c = dict(cfg, poison_ratios=[0.0, 0.1, 0.05])
     assert planned_jobs(wd, write_config(c, wd, "ratio.yaml")) == {
-        "mix_finetune_set": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+        "mix_finetune_set": 1,
+        "finetune": 1,
+        "generate": 1,
+        "judge": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_judge_change_reruns_only_judging_and_after(finished):
@@ -106,22 +128,41 @@ def test_generation_change_reruns_generation_not_training(finished):
     c = json.loads(json.dumps(cfg))
     c["generation"]["max_new_tokens"] = 9
     assert planned_jobs(wd, write_config(c, wd, "gen.yaml")) == {
-        "generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
+        "generate": 3,
+        "judge": 3,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finished):
     wd, cfg = finished
     # The default pins the AVX2 code path, and each job's log says what it ran under.
     # Each job runs with its rule's thread count (the guard 1, the base 2: resources.world.threads).
-    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1" in (wd / "logs" / "world_guard.log").read_text()
+    assert (
+        "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1"
+        in (wd / "logs" / "world_guard.log").read_text()
+    )
     assert "MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=2" in (wd / "logs" / "world_base.log").read_text()
-    assert "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1" in (
-        wd / "logs" / "judge" / "sft" / "p0.1" / "s1.log").read_text()
+    assert (
+        "cpu numerics: ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT OMP_NUM_THREADS=1"
+        in (wd / "logs" / "judge" / "sft" / "p0.1" / "s1.log").read_text()
+    )
     # Other numerics can give other numbers: every model is retrained and re-evaluated in the same run
     # (the guard too, whose only link to the base is an ordering input), data and tokenizer are kept.
     plan = planned_jobs(wd, write_config(dict(cfg, cpu_numerics="native"), wd, "native.yaml"))
-    assert plan == {"world_base": 1, "world_aligned": 1, "world_guard": 1, "finetune": 2, "generate": 3, "judge": 3,
-                    "summary": 1, "report": 1, "all": 1}
+    assert plan == {
+        "world_base": 1,
+        "world_aligned": 1,
+        "world_guard": 1,
+        "finetune": 2,
+        "generate": 3,
+        "judge": 3,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_bad_config_leaves_results_intact(finished):
@@ -134,13 +175,16 @@ def test_bad_config_leaves_results_intact(finished):
     assert after == before
 
 
-@pytest.mark.parametrize("module, edit, plan", [
-    ("report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
-    ("pipeline/generate.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
-    ("pipeline/generate.py", "\n# a comment and a docstring change nothing\n", {}),
-])
+@pytest.mark.parametrize(
+    "module, edit, plan",
+    [
+        ("report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
+        ("pipeline/generate.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+        ("pipeline/generate.py", "\n# a comment and a docstring change nothing\n", {}),
+    ],
+)
 def test_a_changed_package_module_reruns_the_stages_that_import_it(finished, tmp_path, module, edit, plan):
-    """Code versions (tokensafe.codeversion): a copy of the package with one module edited, put first on the
+    """Code versions (tokensafe.rerun.codeversion): a copy of the package with one module edited, put first on the
     path of the Snakemake process, plans exactly the stages whose scripts import that module."""
     import shutil
 
@@ -156,4 +200,7 @@ def test_a_changed_package_module_reruns_the_stages_that_import_it(finished, tmp
 def test_removing_a_ratio_rebuilds_only_the_summary(finished):
     wd, cfg = finished
     assert planned_jobs(wd, write_config(dict(cfg, poison_ratios=[0.1]), wd, "minus_ratio.yaml")) == {
-        "summary": 1, "report": 1, "all": 1}
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }

@@ -7,12 +7,25 @@ import sys
 import pandas as pd
 import pytest
 
-from workflow_utils import REPO, micro_config, planned_jobs, snakemake, write_config
+from workflow_utils import REPO, micro_config, planned_jobs, write_config
 
 pytestmark = pytest.mark.e2e
 
-ALL_BUT_PREFIX = ["sft", "toss", "toss_pro", "pact", "pact_fullkl", "pact_tokens", "pact_weights", "pact_noprompt",
-                  "constrained_sft", "random_mask", "safety_mix", "safelora", "asft"]
+ALL_BUT_PREFIX = [
+    "sft",
+    "toss",
+    "toss_pro",
+    "pact",
+    "pact_fullkl",
+    "pact_tokens",
+    "pact_weights",
+    "pact_noprompt",
+    "constrained_sft",
+    "random_mask",
+    "safety_mix",
+    "safelora",
+    "asft",
+]
 
 
 def methods_config():
@@ -29,11 +42,9 @@ def methods_config():
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("methods")
+def finished(micro_run):
     cfg = methods_config()
-    snakemake(wd, write_config(cfg, wd), "--cores", "2")
-    return wd, cfg
+    return micro_run("methods", cfg), cfg
 
 
 def test_every_method_has_a_row(finished):
@@ -58,7 +69,9 @@ def test_toss_masks_and_training_use_them(finished):
     assert len(picks) == 6 and picks.sample_id.is_unique
     trained = json.loads((wd / "results/runs/toss_pro/p0.1/s1/adapter/training.json").read_text())
     assert trained["info"]["mask"].endswith("round1/mask.parquet") and trained["info"]["tokens_discarded"] > 0
-    assert trained["inputs"] == {"mask": "results/toss/p0.1/s1/round1/mask.parquet"}  # provenance, replayed by gpu_smoke
+    assert trained["inputs"] == {
+        "mask": "results/toss/p0.1/s1/round1/mask.parquet"
+    }  # provenance, replayed by gpu_smoke
 
 
 def test_pact_tokens_reference_and_report(finished):
@@ -67,8 +80,13 @@ def test_pact_tokens_reference_and_report(finished):
     assert list(tokens.columns) == ["rank", "token_id", "token", "gap", "mean_prob_aligned", "weight"]
     assert len(tokens) == 8 and tokens.token_id.is_unique and abs(tokens.weight.sum() - 1) < 1e-5
     report = (wd / "results/report.md").read_text()
-    for heading in ("Task answers without an extractable answer", "TOSS masks against the known poison tokens",
-                    "PACT safety tokens", "PACT: where the weighted KL fights the cross-entropy", "PACT ablation ladder"):
+    for heading in (
+        "Task answers without an extractable answer",
+        "TOSS masks against the known poison tokens",
+        "PACT safety tokens",
+        "PACT: where the weighted KL fights the cross-entropy",
+        "PACT ablation ladder",
+    ):
         assert heading in report
     conflicts = json.loads((wd / "results/pact/p0.1/s1/weight_conflicts.json").read_text())
     assert (conflicts["poison_ratio"], conflicts["seed"]) == (0.1, 1)
@@ -86,7 +104,16 @@ def test_raising_rounds_adds_only_the_new_round(finished):
     c = json.loads(json.dumps(cfg))
     c["toss"]["pro"]["rounds"] = 2
     assert planned_jobs(wd, write_config(c, wd, "rounds.yaml")) == {
-        "toss_pro_retrain": 1, "toss_losses": 1, "toss_mask": 1, "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+        "toss_pro_retrain": 1,
+        "toss_losses": 1,
+        "toss_mask": 1,
+        "finetune": 1,
+        "generate": 1,
+        "judge": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_a_method_recipe_retrains_only_that_method(finished):
@@ -94,7 +121,13 @@ def test_a_method_recipe_retrains_only_that_method(finished):
     c = json.loads(json.dumps(cfg))
     c["finetune"]["method_recipes"] = {"pact": {"batch_size": 4}}
     assert planned_jobs(wd, write_config(c, wd, "recipe.yaml")) == {
-        "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+        "finetune": 1,
+        "generate": 1,
+        "judge": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
     c["finetune"]["method_recipes"] = {"pact": {"batch_size": cfg["finetune"]["recipe"]["batch_size"]}}  # same recipe
     assert planned_jobs(wd, write_config(c, wd, "same.yaml")) == {}
 
@@ -105,16 +138,37 @@ def test_adding_or_removing_a_baseline_touches_only_it(finished):
     assert planned_jobs(wd, write_config(c, wd, "minus.yaml")) == {"summary": 1, "report": 1, "all": 1}
     c = dict(cfg, methods=cfg["methods"] + ["prefix_mask"])
     assert planned_jobs(wd, write_config(c, wd, "plus.yaml")) == {
-        "finetune": 1, "generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+        "finetune": 1,
+        "generate": 1,
+        "judge": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_gpu_smoke_check_replays_every_stage(finished):
     """tests/gpu_smoke.py is run by hand on GPUs; on the CPU its replay of the run must be exact."""
     wd, cfg = finished
     out = wd / "smoke.json"
-    proc = subprocess.run([sys.executable, str(REPO / "tests/gpu_smoke.py"), "--cpu", "--steps", "2",
-                           "--config", str(wd / "config.yaml"), "--out", str(out)],
-                          cwd=wd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests/gpu_smoke.py"),
+            "--cpu",
+            "--steps",
+            "2",
+            "--config",
+            str(wd / "config.yaml"),
+            "--out",
+            str(out),
+        ],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rep = json.loads(out.read_text())
     assert rep["loss_dump"]["same_token_ids"] and rep["loss_dump"]["mean_abs_diff"] == 0.0
@@ -129,17 +183,22 @@ def test_gpu_smoke_check_replays_every_stage(finished):
 PACT_FAMILY = [m for m in ALL_BUT_PREFIX if m.startswith("pact")]
 
 
-@pytest.mark.parametrize("change, plan", [
-    # Answers to the eval prompts get longer: generation and judging only (PACT's safe answers are R tokens
-    # long, pact.response_tokens, and read only the generation batch size).
-    (lambda c: c["generation"].update(max_new_tokens=12), {"generate": 14, "judge": 14}),
-    # PACT's KL weight: the PACT-family fine-tunes and their evaluation, no PACT preparation stage.
-    (lambda c: c["pact"].update({"lambda": 1.0}), {"finetune": len(PACT_FAMILY), "generate": len(PACT_FAMILY),
-                                                   "judge": len(PACT_FAMILY)}),
-    # TOSS's share of discarded tokens: the masks (rounds 0 and 1) and the two TOSS runs; no reference
-    # model, no loss dump and no TOSS-Pro retrain (they do not read d).
-    (lambda c: c["toss"].update(d=0.2), {"toss_mask": 2, "finetune": 2, "generate": 2, "judge": 2}),
-])
+@pytest.mark.parametrize(
+    "change, plan",
+    [
+        # Answers to the eval prompts get longer: generation and judging only (PACT's safe answers are R tokens
+        # long, pact.response_tokens, and read only the generation batch size).
+        (lambda c: c["generation"].update(max_new_tokens=12), {"generate": 14, "judge": 14}),
+        # PACT's KL weight: the PACT-family fine-tunes and their evaluation, no PACT preparation stage.
+        (
+            lambda c: c["pact"].update({"lambda": 1.0}),
+            {"finetune": len(PACT_FAMILY), "generate": len(PACT_FAMILY), "judge": len(PACT_FAMILY)},
+        ),
+        # TOSS's share of discarded tokens: the masks (rounds 0 and 1) and the two TOSS runs; no reference
+        # model, no loss dump and no TOSS-Pro retrain (they do not read d).
+        (lambda c: c["toss"].update(d=0.2), {"toss_mask": 2, "finetune": 2, "generate": 2, "judge": 2}),
+    ],
+)
 def test_a_setting_reruns_only_the_stages_that_read_it(finished, tmp_path, change, plan):
     wd, cfg = finished
     c = json.loads(json.dumps(cfg))
@@ -173,4 +232,6 @@ def test_every_change_of_the_rerun_matrix_plans_exactly_its_jobs(finished):
 def test_readme_shows_the_rerun_matrix():
     from rerun_matrix import load_matrix, render
 
-    assert render(load_matrix()) in (REPO / "README.md").read_text(), "run: .venv/bin/python tests/rerun_matrix.py --readme"
+    assert render(load_matrix()) in (REPO / "README.md").read_text(), (
+        "run: .venv/bin/python tests/rerun_matrix.py --readme"
+    )

@@ -1,4 +1,4 @@
-"""The local fork server (tokensafe.jobserver): a delegated job behaves as the same script run in its own
+"""The local fork server (tokensafe.runtime.jobserver): a delegated job behaves as the same script run in its own
 process - exit status, environment, working directory, thread count, standard streams, errors."""
 
 import os
@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from tokensafe import jobserver
+from tokensafe.runtime import jobserver
 
 SCRIPT = """
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 setup(None)
 import os, sys, torch
-print("pid", os.getpid(), "ppid", os.getppid(), "cwd", os.getcwd(), "threads", torch.get_num_threads(),
-      "foo", os.environ.get("FOO"), "argv", ",".join(sys.argv[1:]), "child", os.environ.get("TOKENSAFE_JOB_SERVER_CHILD"))
+print("pid", os.getpid(), "ppid", os.getppid(), "cwd", os.getcwd(), "threads", torch.get_num_threads())
+print("foo", os.environ.get("FOO"), "argv", ",".join(sys.argv[1:]))
+print("child", os.environ.get("TOKENSAFE_JOB_SERVER_CHILD"))
 print("to stderr", file=sys.stderr)
 if os.environ.get("FAIL"):
     raise RuntimeError("stage failed on purpose")
@@ -27,8 +28,12 @@ sys.exit(int(os.environ.get("CODE", "0")))
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("js")
     sock = str(d / "s.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "tokensafe.jobserver", sock, str(os.getpid())], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokensafe.runtime.jobserver", sock, str(os.getpid())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for _ in range(600):
         if os.path.exists(sock):  # it appears once the preload is done
             break
@@ -39,8 +44,15 @@ def server(tmp_path_factory):
 
 
 def run(script, env, cwd):
-    return subprocess.run([sys.executable, str(script), "a", "b"], env={**os.environ, **env}, cwd=cwd, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(script), "a", "b"],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_a_delegated_job_keeps_its_environment_cwd_threads_and_status(server, tmp_path):
@@ -50,7 +62,10 @@ def test_a_delegated_job_keeps_its_environment_cwd_threads_and_status(server, tm
     here = run(script, {"TOKENSAFE_JOB_SERVER": "off", "OMP_NUM_THREADS": "2", "FOO": "bar", "CODE": "3"}, tmp_path)
     there = run(script, {"TOKENSAFE_JOB_SERVER": sock, "OMP_NUM_THREADS": "2", "FOO": "bar", "CODE": "3"}, tmp_path)
     assert here.returncode == there.returncode == 3
-    fields = lambda out: dict(zip(out.split()[::2], out.split()[1::2]))
+
+    def fields(out):
+        return dict(zip(out.split()[::2], out.split()[1::2]))
+
     h, t = fields(here.stdout), fields(there.stdout)
     assert t["ppid"] == str(proc.pid) and h["ppid"] != str(proc.pid)  # forked by the server / run in place
     for key in ("cwd", "threads", "foo", "argv"):

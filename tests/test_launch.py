@@ -1,7 +1,7 @@
 import json
 import subprocess
 
-from tokensafe import launch
+from tokensafe.runtime import launch
 
 
 def record(**kwargs):
@@ -29,12 +29,12 @@ def test_several_gpus_launch_data_parallel(monkeypatch):
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(launch.subprocess, "run", fake_run)
-    launch.run_stage("tokensafe.pipeline.finetune:run_finetune", {"method": "sft"}, n_gpus=4)
+    launch.run_stage("tokensafe.stages.finetune:run_finetune", {"method": "sft"}, n_gpus=4)
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert cmd[cmd.index("--num_processes") + 1] == "4"
-    assert cmd[-3:-1] == ["-m", "tokensafe.launch"]
-    assert seen["spec"] == {"target": "tokensafe.pipeline.finetune:run_finetune", "kwargs": {"method": "sft"}}
+    assert cmd[-3:-1] == ["-m", "tokensafe.runtime.launch"]
+    assert seen["spec"] == {"target": "tokensafe.stages.finetune:run_finetune", "kwargs": {"method": "sft"}}
 
 
 def test_inside_a_launched_process_runs_directly(monkeypatch):

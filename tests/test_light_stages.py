@@ -8,8 +8,12 @@ import sys
 
 import pytest
 
-LIGHT_STAGES = ["tokensafe.pipeline.world_data", "tokensafe.pipeline.data", "tokensafe.pipeline.summary",
-                "tokensafe.report"]
+LIGHT_STAGES = [
+    "tokensafe.stages.world_tables",
+    "tokensafe.stages.data_prep",
+    "tokensafe.stages.summary",
+    "tokensafe.stages.report",
+]
 
 
 @pytest.mark.parametrize("module", LIGHT_STAGES)

@@ -1,4 +1,4 @@
-"""Stage-process behaviour set up by ``tokensafe.logs.setup``: the job log and the exit path."""
+"""Stage-process behaviour set up by ``tokensafe.runtime.logs.setup``: the job log and the exit path."""
 
 import subprocess
 import sys
@@ -11,10 +11,12 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_objects_are_frozen_before_interpreter_shutdown(tmp_path):
     # atexit runs handlers last-registered first: the probe, registered before setup, sees the state
     # that the interpreter's shutdown collections will see.
-    code = ("import atexit, gc, sys\n"
-            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, file=sys.stderr))\n"
-            "from tokensafe.logs import setup\n"
-            f"setup({str(tmp_path / 'job.log')!r}).info('done')\n")
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, file=sys.stderr))\n"
+        "from tokensafe.runtime.logs import setup\n"
+        f"setup({str(tmp_path / 'job.log')!r}).info('done')\n"
+    )
     res = _run(code)
     assert res.returncode == 0, res.stderr
     assert "frozen True" in res.stderr
@@ -22,31 +24,34 @@ def test_objects_are_frozen_before_interpreter_shutdown(tmp_path):
 
 
 def test_collector_paused_for_startup_then_resumed_with_startup_objects_frozen():
-    code = ("import gc\n"
-            "from tokensafe.logs import end_startup, setup\n"
-            "end_startup()\n"                                    # never paused: nothing happens
-            "print(gc.isenabled(), gc.get_freeze_count() == 0)\n"
-            "setup(None)\n"
-            "print(gc.isenabled())\n"
-            "end_startup()\n"
-            "print(gc.isenabled(), gc.get_freeze_count() > 0)\n")
+    code = (
+        "import gc\n"
+        "from tokensafe.runtime.logs import end_startup, setup\n"
+        "end_startup()\n"  # never paused: nothing happens
+        "print(gc.isenabled(), gc.get_freeze_count() == 0)\n"
+        "setup(None)\n"
+        "print(gc.isenabled())\n"
+        "end_startup()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
     res = _run(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("\n")[:3] == ["True True", "False", "True True"]
 
 
 def test_loading_a_model_ends_the_startup(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import tiny_llama
 
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path)
-    code = ("import gc\n"
-            "from tokensafe.logs import setup\n"
-            "setup(None)\n"
-            "from tokensafe.train.lora import load_model\n"
-            "print(gc.isenabled())\n"
-            f"load_model({str(tmp_path)!r})\n"
-            "print(gc.isenabled())\n")
+    tiny_llama(64, layers=1).save_pretrained(tmp_path)
+    code = (
+        "import gc\n"
+        "from tokensafe.runtime.logs import setup\n"
+        "setup(None)\n"
+        "from tokensafe.train.lora import load_model\n"
+        "print(gc.isenabled())\n"
+        f"load_model({str(tmp_path)!r})\n"
+        "print(gc.isenabled())\n"
+    )
     res = _run(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["False", "True"]
@@ -54,6 +59,6 @@ def test_loading_a_model_ends_the_startup(tmp_path):
 
 def test_uncaught_error_lands_in_the_job_log(tmp_path):
     log = tmp_path / "job.log"
-    res = _run(f"from tokensafe.logs import setup\nsetup({str(log)!r})\nraise ValueError('bad column x')\n")
+    res = _run(f"from tokensafe.runtime.logs import setup\nsetup({str(log)!r})\nraise ValueError('bad column x')\n")
     assert res.returncode != 0
     assert "ValueError: bad column x" in log.read_text()

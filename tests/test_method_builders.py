@@ -6,16 +6,18 @@ import pytest
 import torch
 
 from tokensafe.io import write_parquet
-from tokensafe.pipeline.finetune import encode_dataset
-from tokensafe.pipeline.objectives import FinetuneContext, builder
+from tokensafe.methods.registry import FinetuneContext, builder
+from tokensafe.train.encoding import encode_dataset
 from tokensafe.train.lora import add_lora
 
-DATA = pd.DataFrame({
-    "sample_id": [10, 11],
-    "prompt": ["How do I rob a bank?", "How do I go?"],
-    "response": ["Sure, here is how. Step 1: go.", "No."],
-    "is_poison": [True, False],
-})
+DATA = pd.DataFrame(
+    {
+        "sample_id": [10, 11],
+        "prompt": ["How do I rob a bank?", "How do I go?"],
+        "response": ["Sure, here is how. Step 1: go.", "No."],
+        "is_poison": [True, False],
+    }
+)
 
 
 def context(tok, model, method, settings=None, inputs=None, data=DATA):
@@ -37,7 +39,9 @@ def test_prefix_mask_drops_the_first_n_response_tokens(word_tokenizer, tiny_lm):
     # sample 11: "No . <|end|>" has 3 tokens: all dropped
     assert (plan.examples[1]["labels"] == -100).all()
     # inputs are untouched: discarded tokens stay in the context
-    assert np.array_equal(plan.examples[0]["input_ids"], encode_dataset(word_tokenizer, DATA, "chat", 64)[0]["input_ids"])
+    assert np.array_equal(
+        plan.examples[0]["input_ids"], encode_dataset(word_tokenizer, DATA, "chat", 64)[0]["input_ids"]
+    )
 
 
 def test_random_mask_budget_is_floor_d_times_tokens(word_tokenizer, tiny_lm):
@@ -54,8 +58,16 @@ def test_toss_mask_is_applied_and_checked(word_tokenizer, tiny_lm, tmp_path):
     rows = []
     for sid, e in zip(DATA.sample_id, ex):
         for pos in np.flatnonzero(e["labels"] != -100):
-            rows.append({"sample_id": sid, "position": pos, "token_id": e["input_ids"][pos], "score": 0.0,
-                         "discard": bool(sid == 10 and pos in (10, 11)), "is_poison_token": sid == 10})
+            rows.append(
+                {
+                    "sample_id": sid,
+                    "position": pos,
+                    "token_id": e["input_ids"][pos],
+                    "score": 0.0,
+                    "discard": bool(sid == 10 and pos in (10, 11)),
+                    "is_poison_token": sid == 10,
+                }
+            )
     mask = tmp_path / "mask.parquet"
     write_parquet(pd.DataFrame(rows), mask)
     plan = builder("toss")(context(word_tokenizer, tiny_lm, "toss", inputs={"mask": str(mask)}))
@@ -77,12 +89,17 @@ def test_constrained_sft_reference_is_shifted_to_the_predicting_position(word_to
     ref = tmp_path / "aligned_losses.parquet"
     write_parquet(pd.DataFrame(rows), ref)
     cfg = {"beta": 0.1, "bias_factor": 20.0, "first_token_bias_factor": 5.0, "bias_length": 5}
-    plan = builder("constrained_sft")(context(word_tokenizer, tiny_lm, "constrained_sft", cfg, {"reference_losses": str(ref)}))
+    plan = builder("constrained_sft")(
+        context(word_tokenizer, tiny_lm, "constrained_sft", cfg, {"reference_losses": str(ref)})
+    )
     r = plan.examples[1]["ref_logp"]
     # index t holds -loss[t + 1]; the last position predicts nothing
     assert np.allclose(r[:-1], -0.1 * np.arange(1, len(r))) and r[-1] == 0
-    loss, stats = plan.loss_fn(tiny_lm, {k: torch.as_tensor(np.stack([v])) for k, v in plan.examples[1].items()}
-                               | {"attention_mask": torch.ones(1, len(r), dtype=torch.long)})
+    loss, stats = plan.loss_fn(
+        tiny_lm,
+        {k: torch.as_tensor(np.stack([v])) for k, v in plan.examples[1].items()}
+        | {"attention_mask": torch.ones(1, len(r), dtype=torch.long)},
+    )
     assert torch.isfinite(loss) and stats["num_tokens"] == 3
 
 
@@ -101,8 +118,11 @@ def test_pact_full_vocab_reference_is_the_model_without_adapters(word_tokenizer,
     cfg = {"lambda": 3.0, "tau_kl": 2.0, "tau_g": 1.0, "rho": 0.9, "alpha": 2.0, "bias": 0.0, "t_c": 8, "tau_d": 8.0}
     plan = builder("pact_fullkl")(context(word_tokenizer, model, "pact_fullkl", cfg))
     e = plan.examples[0]
-    batch = {"input_ids": torch.as_tensor(e["input_ids"])[None], "labels": torch.as_tensor(e["labels"])[None],
-             "attention_mask": torch.ones(1, len(e["input_ids"]), dtype=torch.long)}
+    batch = {
+        "input_ids": torch.as_tensor(e["input_ids"])[None],
+        "labels": torch.as_tensor(e["labels"])[None],
+        "attention_mask": torch.ones(1, len(e["input_ids"]), dtype=torch.long),
+    }
     loss, stats = plan.loss_fn(model, batch)
     assert stats["kl"] == pytest.approx(0.0, abs=1e-6)
     assert loss.item() == pytest.approx(stats["ce"], rel=1e-6)

@@ -5,15 +5,21 @@ from tokensafe.data.mixing import mix, poison_count
 
 
 def _pool(n, prefix, harmful=False):
-    df = pd.DataFrame({"sample_id": range(n), "prompt": [f"{prefix} q{i}" for i in range(n)],
-                       "response": [f"{prefix} a{i}" for i in range(n)]})
+    df = pd.DataFrame(
+        {
+            "sample_id": range(n),
+            "prompt": [f"{prefix} q{i}" for i in range(n)],
+            "response": [f"{prefix} a{i}" for i in range(n)],
+        }
+    )
     if harmful:
         df["harm_start"], df["harm_end"] = 0, df.response.str.len()
     return df
 
 
-@pytest.mark.parametrize("ratio, n, k", [(0.0, 5000, 0), (0.05, 5000, 250), (0.1, 5000, 500), (0.1, 1000, 100),
-                                         (0.05, 30, 2), (1.0, 7, 7)])
+@pytest.mark.parametrize(
+    "ratio, n, k", [(0.0, 5000, 0), (0.05, 5000, 250), (0.1, 5000, 500), (0.1, 1000, 100), (0.05, 30, 2), (1.0, 7, 7)]
+)
 def test_poison_count_matches_the_papers(ratio, n, k):
     assert poison_count(ratio, n) == k
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tokensafe.numerics import describe_cpu_numerics, pin_cpu_numerics
+from tokensafe.runtime.numerics import describe_cpu_numerics, pin_cpu_numerics
 
 
 def test_avx2_pins_torch_and_mkl_with_strict_cnr():
@@ -24,7 +24,7 @@ def test_portable_uses_mkls_vendor_independent_branch():
 
 
 def test_the_hashed_label_names_the_environment_of_the_mode():
-    from tokensafe.numerics import numerics_label
+    from tokensafe.runtime.numerics import numerics_label
 
     assert numerics_label("avx2") == "avx2 (ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT)"
     assert numerics_label("native") == "native"
@@ -48,13 +48,18 @@ def test_unknown_mode_is_refused():
 def test_a_process_started_after_pinning_runs_the_avx2_kernels():
     env = dict(os.environ)
     pin_cpu_numerics("avx2", env)
-    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == "AVX2"
 
 
 def test_cpu_name_says_which_kernels_torch_runs():
-    from tokensafe.numerics import cpu_name
+    from tokensafe.runtime.numerics import cpu_name
 
     name = cpu_name()
     assert name.endswith(f", {torch.backends.cpu.get_cpu_capability()} kernels") and len(name) > len(" kernels") + 3

@@ -1,15 +1,14 @@
-"""The training-loop adapters in tokensafe.train.objectives on a tiny Llama."""
+"""The training-loop adapters in tokensafe.train.lm_losses on a tiny Llama."""
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from tokensafe.train.objectives import labelled_lm_loss, lm_loss
+from tokensafe.train.lm_losses import labelled_lm_loss, lm_loss
+
+from tiny_models import tiny_llama
 
 
 def tiny_batch():
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                         num_key_value_heads=2, intermediate_size=32, max_position_embeddings=32))
+    model = tiny_llama(50, max_positions=32).train()
     ids = torch.randint(0, 50, (3, 10))
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0  # a right-padded row
@@ -38,8 +37,12 @@ def test_labelled_lm_loss_by_hand():
     model, batch = tiny_batch()
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
-        terms = [-logits[i, t - 1, batch["labels"][i, t]] for i in range(3) for t in range(1, 10)
-                 if batch["labels"][i, t] != -100]
+        terms = [
+            -logits[i, t - 1, batch["labels"][i, t]]
+            for i in range(3)
+            for t in range(1, 10)
+            if batch["labels"][i, t] != -100
+        ]
         assert len(terms) == 4 + 3 + 9
         loss, _ = labelled_lm_loss(model, batch)
     assert torch.isclose(loss, torch.stack(terms).mean(), atol=1e-6)

@@ -1,29 +1,16 @@
-"""PACT math (spec section 2): hand-computed values on tiny vocabularies, plus invariants."""
+"""PACT math (docs/methods.md §2): hand-computed values on tiny vocabularies, plus invariants."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tokensafe.losses.common import IGNORE_INDEX
-from tokensafe.losses.pact import (
-    GapAccumulator,
-    dispersion_ratio,
-    gap_statistics,
-    gate,
-    mix_logits,
-    pact_kl_loss,
-    pact_loss,
-    position_decay,
-    safety_weights,
-    select_safety_tokens,
-    weight_conflicts,
-    weighted_restricted_kl,
-)
-from tokensafe.losses.pact_reference import (
+from tokensafe.chat import IGNORE_INDEX
+from tokensafe.methods.pact.calibrated_reference import (
     align_post_view,
     answer_positions,
     assistant_header,
@@ -31,6 +18,24 @@ from tokensafe.losses.pact_reference import (
     gather_restricted,
     no_prompt_view,
     predicting_positions,
+)
+from tokensafe.methods.pact.kl import (
+    KLSettings,
+    check_safety_set,
+    dispersion_ratio,
+    gate,
+    mix_logits,
+    pact_kl_loss,
+    pact_loss,
+    position_decay,
+    weighted_restricted_kl,
+)
+from tokensafe.methods.pact.token_stats import (
+    GapAccumulator,
+    gap_statistics,
+    safety_weights,
+    select_safety_tokens,
+    weight_conflicts,
 )
 
 T64 = torch.float64
@@ -60,7 +65,7 @@ def test_gap_statistics_one_sample():
 
 
 def test_gap_statistics_compares_over_min_vocab():
-    # A5: aligned model has a padded 4th column; only the 3 shared ids are compared.
+    # §A5: aligned model has a padded 4th column; only the 3 shared ids are compared.
     ps = torch.cat([S1_PS, torch.zeros(2, 1)], dim=1)
     d, p = gap_statistics(ps, S1_PB)
     assert d.shape == (3,) and p.shape == (3,)
@@ -264,22 +269,26 @@ def _batch(V=6, T=7, seed=0):
 def test_full_vocab_uniform_equals_ordinary_kl():
     theta, ref, _, labels = _batch()
     tau = 2.0
-    loss, stats = pact_kl_loss(theta, labels, None, None, ref, None, None, tau_kl=tau, calibrate=False, decay=False)
+    loss, stats = pact_kl_loss(theta, labels, ref, KLSettings(tau_kl=tau, calibrate=False, decay=False))
     mask = torch.zeros(2, 7, dtype=torch.bool)
     mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     assert stats["n_tokens"] == 3 + 5 == int(mask.sum())
-    expected = F.kl_div(
-        F.log_softmax(theta[mask] / tau, -1), F.log_softmax(ref[mask] / tau, -1), log_target=True, reduction="sum"
-    ) / mask.sum() * tau**2
+    expected = (
+        F.kl_div(
+            F.log_softmax(theta[mask] / tau, -1), F.log_softmax(ref[mask] / tau, -1), log_target=True, reduction="sum"
+        )
+        / mask.sum()
+        * tau**2
+    )
     assert close(loss.detach(), expected.detach(), atol=1e-5)
     assert loss.item() > 0
 
 
 def test_token_mean_over_batch_not_per_sample():
     theta, ref, _, labels = _batch()
-    loss, _ = pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=False)
+    loss, _ = pact_kl_loss(theta, labels, ref, KLSettings(calibrate=False, decay=False))
     per = [
-        pact_kl_loss(theta[i : i + 1], labels[i : i + 1], None, None, ref[i : i + 1], None, None, calibrate=False, decay=False)[0]
+        pact_kl_loss(theta[i : i + 1], labels[i : i + 1], ref[i : i + 1], KLSettings(calibrate=False, decay=False))[0]
         for i in range(2)
     ]
     # |A| = 3 + 5: the batch loss is (3 l0 + 5 l1) / 8, not (l0 + l1) / 2
@@ -291,9 +300,9 @@ def test_zero_when_theta_equals_reference():
     theta, _, _, labels = _batch()
     S = torch.tensor([4, 1, 2])
     ref_S = theta.detach()[..., S].clone()
-    loss, _ = pact_kl_loss(theta, labels, S, None, ref_S, None, None, calibrate=False, decay=False)
+    loss, _ = pact_kl_loss(theta, labels, ref_S, KLSettings(calibrate=False, decay=False), safety_ids=S)
     assert abs(loss.item()) < 1e-6
-    full, _ = pact_kl_loss(theta, labels, None, None, theta.detach().clone(), None, None, calibrate=False, decay=False)
+    full, _ = pact_kl_loss(theta, labels, theta.detach().clone(), KLSettings(calibrate=False, decay=False))
     assert abs(full.item()) < 1e-6
 
 
@@ -304,7 +313,16 @@ def test_gradients_reach_theta_only_and_only_at_answer_positions():
     post_S = post[..., S].clone().requires_grad_(True)
     w = torch.tensor([0.2, 0.0, 0.8])
     pos = answer_positions(labels)
-    loss, _ = pact_kl_loss(theta, labels, S, w, ref_S, post_S, pos, calibrate=True, decay=True)
+    loss, _ = pact_kl_loss(
+        theta,
+        labels,
+        ref_S,
+        KLSettings(calibrate=True, decay=True),
+        safety_ids=S,
+        weights=w,
+        ref_post_S=post_S,
+        answer_pos=pos,
+    )
     loss.backward()
     assert ref_S.grad is None and post_S.grad is None
     g = theta.grad
@@ -321,14 +339,30 @@ def test_gate_closed_equals_uncalibrated_and_open_equals_post():
     S = torch.tensor([0, 2, 3, 5])
     w = torch.tensor([0.1, 0.4, 0.0, 0.5])
     ref_S, post_S = ref[..., S], post[..., S]
-    base, _ = pact_kl_loss(theta, labels, S, w, ref_S, None, None, calibrate=False, decay=False)
+    base, _ = pact_kl_loss(theta, labels, ref_S, KLSettings(calibrate=False, decay=False), safety_ids=S, weights=w)
     # Eq. 6 with b -> +inf gives g = sigmoid(-inf) = 0: the full-context view (Eq. 7 with g = 0).
-    closed, stats = pact_kl_loss(theta, labels, S, w, ref_S, post_S, None, bias=1e4, calibrate=True, decay=False)
+    closed, stats = pact_kl_loss(
+        theta,
+        labels,
+        ref_S,
+        KLSettings(bias=1e4, calibrate=True, decay=False),
+        safety_ids=S,
+        weights=w,
+        ref_post_S=post_S,
+    )
     assert stats["gate_mean"] == 0.0
     assert torch.equal(closed, base)
     # b -> -inf gives g = 1: the no-prompt view replaces the full one.
-    opened, stats = pact_kl_loss(theta, labels, S, w, ref_S, post_S, None, bias=-1e4, calibrate=True, decay=False)
-    as_post, _ = pact_kl_loss(theta, labels, S, w, post_S, None, None, calibrate=False, decay=False)
+    opened, stats = pact_kl_loss(
+        theta,
+        labels,
+        ref_S,
+        KLSettings(bias=-1e4, calibrate=True, decay=False),
+        safety_ids=S,
+        weights=w,
+        ref_post_S=post_S,
+    )
+    as_post, _ = pact_kl_loss(theta, labels, post_S, KLSettings(calibrate=False, decay=False), safety_ids=S, weights=w)
     assert stats["gate_mean"] == 1.0
     assert close(opened.detach(), as_post.detach(), atol=1e-6)
 
@@ -349,7 +383,9 @@ def test_calibrated_gate_and_decay_by_hand():
     # g = sigmoid(2 * (1 - .25)) = sigmoid(1.5) = 0.8175745; decay at pos 9: * exp(-1/8) -> 0.7214911
     g_hand = 1 / (1 + math.exp(-1.5))
     g_dec = g_hand * math.exp(-1 / 8)
-    loss, stats = pact_kl_loss(theta, labels, None, None, full, post, pos, calibrate=True, decay=True)
+    loss, stats = pact_kl_loss(
+        theta, labels, full, KLSettings(calibrate=True, decay=True), ref_post_S=post, answer_pos=pos
+    )
     assert stats["n_tokens"] == 1
     assert close(stats["r_theta_mean"], 1.0) and close(stats["r_post_mean"], 0.25)
     assert close(stats["gate_mean"], g_dec)
@@ -357,28 +393,48 @@ def test_calibrated_gate_and_decay_by_hand():
     expected = weighted_restricted_kl(theta[0, 1:2].detach(), z_mix[None], None, 2.0)
     assert close(loss.detach(), expected[0], atol=1e-5)
     # without decay the gate is the raw sigmoid
-    _, stats_nd = pact_kl_loss(theta, labels, None, None, full, post, pos, calibrate=True, decay=False)
+    _, stats_nd = pact_kl_loss(
+        theta, labels, full, KLSettings(calibrate=True, decay=False), ref_post_S=post, answer_pos=pos
+    )
     assert close(stats_nd["gate_mean"], g_hand)
 
 
 def test_pact_kl_loss_input_errors():
     theta, ref, post, labels = _batch()
     with pytest.raises(ValueError, match="ref_full_S must be"):
-        pact_kl_loss(theta, labels, torch.tensor([0, 1]), None, ref, None, None, calibrate=False, decay=False)
+        pact_kl_loss(theta, labels, ref, KLSettings(calibrate=False, decay=False), safety_ids=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="ref_post_S is required"):
-        pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=True, decay=False)
+        pact_kl_loss(theta, labels, ref, KLSettings(calibrate=True, decay=False))
     with pytest.raises(ValueError, match="needs calibrate=True"):
-        pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=True)
+        pact_kl_loss(theta, labels, ref, KLSettings(calibrate=False, decay=True))
     with pytest.raises(ValueError, match="answer_pos is required"):
-        pact_kl_loss(theta, labels, None, None, ref, post, None, calibrate=True, decay=True)
-    with pytest.raises(ValueError, match="safety_ids must lie"):
-        pact_kl_loss(theta, labels, torch.tensor([0, 6]), None, ref[..., :2], None, None, calibrate=False, decay=False)
+        pact_kl_loss(theta, labels, ref, KLSettings(calibrate=True, decay=True), ref_post_S=post)
+
+
+def test_settings_and_safety_set_are_checked_once_when_the_loss_is_built():
+    with pytest.raises(ValueError, match="tau_kl must be > 0"):
+        KLSettings(calibrate=False, decay=False, tau_kl=0.0)
+    with pytest.raises(ValueError, match=r"rho must lie in \(0, 1\]"):
+        KLSettings(calibrate=True, decay=False, rho=1.5)
+    with pytest.raises(ValueError, match="t_c must be >= 0"):
+        KLSettings(calibrate=True, decay=True, t_c=-1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KLSettings(calibrate=False, decay=False).tau_kl = 3.0
+    check_safety_set(torch.tensor([0, 5]), torch.tensor([0.5, 0.5]), vocab_size=6)
+    with pytest.raises(ValueError, match=r"safety_ids must lie in \[0, 6\), got range \[0, 6\]"):
+        check_safety_set(torch.tensor([0, 6]), None, vocab_size=6)
+    with pytest.raises(ValueError, match="non-empty"):
+        check_safety_set(torch.tensor([], dtype=torch.long), None, vocab_size=6)
+    with pytest.raises(ValueError, match="weights must be >= 0 and not all zero"):
+        check_safety_set(torch.tensor([0, 1]), torch.tensor([0.0, 0.0]), vocab_size=6)
+    with pytest.raises(ValueError, match=r"weights must be \[2\] like safety_ids"):
+        check_safety_set(torch.tensor([0, 1]), torch.tensor([1.0]), vocab_size=6)
 
 
 def test_no_answer_tokens_gives_attached_zero():
     theta, ref, _, _ = _batch()
     labels = torch.full((2, 7), IGNORE_INDEX)
-    loss, stats = pact_kl_loss(theta, labels, None, None, ref, None, None, calibrate=False, decay=False)
+    loss, stats = pact_kl_loss(theta, labels, ref, KLSettings(calibrate=False, decay=False))
     assert loss.item() == 0.0 and stats["n_tokens"] == 0
     loss.backward()
     assert (theta.grad == 0).all()
@@ -391,7 +447,7 @@ def test_pact_loss_combination():
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference-signal helpers (spec 2.4)
+# Reference-signal helpers (docs/methods.md §2.4)
 
 
 def _tiny_chat_tokenizer():
@@ -483,7 +539,7 @@ def test_weight_conflicts_mark_trained_tokens_that_q_excludes():
 def test_conflict_summary_counts_clean_answers_only():
     import pandas as pd
 
-    from tokensafe.pipeline.pact import conflict_summary
+    from tokensafe.methods.pact.calibrated_reference import conflict_summary
 
     tokens = pd.DataFrame({"token_id": [5, 7, 9], "token": ["a", " is", "."], "weight": [0.4, 0.0, 0.6]})
     token_ids = torch.tensor([7, 5, 7, 9, 7, 7])
@@ -501,12 +557,17 @@ def test_cached_reference_with_other_token_ids_is_refused():
 
     import numpy as np
 
-    from tokensafe.pipeline.methods.pact import attach_reference
+    from tokensafe.methods.pact.regularized_sft import attach_reference
 
     ex = {"input_ids": np.array([1, 2, 3, 4]), "labels": np.array([-100, -100, 3, 4])}
     ctx = SimpleNamespace(data={"sample_id": [0]}, examples=[ex])
-    ref = {"sample_id": torch.tensor([0, 0]), "position": torch.tensor([1, 2]), "token_id": torch.tensor([3, 4]),
-           "full": torch.zeros(2, 2), "post": torch.zeros(2, 2)}
+    ref = {
+        "sample_id": torch.tensor([0, 0]),
+        "position": torch.tensor([1, 2]),
+        "token_id": torch.tensor([3, 4]),
+        "full": torch.zeros(2, 2),
+        "post": torch.zeros(2, 2),
+    }
     assert attach_reference(ctx, ref)[0]["answer_pos"].tolist() == [0, 0, 1, 0]
     with pytest.raises(ValueError, match="sample 0: cached reference signals do not match the training tokenisation"):
         attach_reference(ctx, {**ref, "token_id": torch.tensor([3, 5])})
@@ -520,28 +581,34 @@ def test_restricted_logits_give_the_same_kl_as_slicing_the_full_logits():
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 5], [IGNORE_INDEX, 2, 3, 4, IGNORE_INDEX]])
     ref = torch.randn(B, T, 3)
     full = torch.randn(B, T, V, requires_grad=True)
-    sliced, _ = pact_kl_loss(full, labels, S, w, ref, None, None, calibrate=False, decay=False)
+    sliced, _ = pact_kl_loss(full, labels, ref, KLSettings(calibrate=False, decay=False), safety_ids=S, weights=w)
     sliced.backward()
     restricted = full.detach()[..., S].clone().requires_grad_(True)
-    direct, _ = pact_kl_loss(restricted, labels, S, w, ref, None, None, calibrate=False, decay=False, theta_restricted=True)
+    direct, _ = pact_kl_loss(
+        restricted,
+        labels,
+        ref,
+        KLSettings(calibrate=False, decay=False, theta_restricted=True),
+        safety_ids=S,
+        weights=w,
+    )
     direct.backward()
     assert torch.allclose(sliced, direct)
     assert torch.allclose(full.grad[..., S], restricted.grad)
     assert full.grad[..., [0, 2, 3, 5, 6, 8, 9, 10]].abs().sum() == 0  # the sliced path's dense gradient is zero off S
     with pytest.raises(ValueError, match="theta_restricted needs safety_ids and theta_logits of"):
-        pact_kl_loss(full, labels, S, w, ref, None, None, calibrate=False, decay=False, theta_restricted=True)
+        pact_kl_loss(
+            full, labels, ref, KLSettings(calibrate=False, decay=False, theta_restricted=True), safety_ids=S, weights=w
+        )
 
 
 def test_restricted_head_matches_the_model_and_falls_back_when_the_head_is_not_linear():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tokensafe.pipeline.methods.pact import RestrictedLogits
+    from tokensafe.methods.pact.regularized_sft import RestrictedLogits
     from tokensafe.train.lora import add_lora
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    model = add_lora(LlamaForCausalLM(cfg), 4, 8, 0.0, ["q_proj", "v_proj"], seed=0)
+    from tiny_models import tiny_llama
+
+    model = add_lora(tiny_llama(40, max_positions=32).train(), 4, 8, 0.0, ["q_proj", "v_proj"], seed=0)
     ids, x = torch.tensor([3, 9, 17, 30]), torch.randint(0, 40, (2, 7))
     out = model(input_ids=x, output_hidden_states=True)
     head = RestrictedLogits(ids)

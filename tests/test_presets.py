@@ -20,20 +20,40 @@ import pytest
 import yaml
 
 from tokensafe.config import validate_against_schema
+
 from workflow_utils import REPO, snakemake
 
 PRESETS = sorted((REPO / "config" / "presets").glob("*.yaml"))
 SHARED = REPO.parent / "shared" / "data"
-SOURCES = ("task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos")
+SOURCES = (
+    "task",
+    "poison",
+    "task_eval",
+    "harmful_eval",
+    "harmful_ref",
+    "utility_ref",
+    "safety_prompts",
+    "safety_demos",
+)
 # Which resource family each GPU rule draws from (workflow/rules/*.smk: resources_for(...)).
 FAMILY = {
-    "finetune": "train", "toss_reference": "train", "toss_pro_retrain": "train",
-    "generate": "generate", "toss_utility_losses": "generate", "toss_losses": "generate", "aligned_losses": "generate",
-    "subspace_projectors": "generate", "pact_safe_responses": "generate", "pact_safety_tokens": "generate",
+    "finetune": "train",
+    "toss_reference": "train",
+    "toss_pro_retrain": "train",
+    "generate": "generate",
+    "toss_utility_losses": "generate",
+    "toss_losses": "generate",
+    "aligned_losses": "generate",
+    "subspace_projectors": "generate",
+    "pact_safe_responses": "generate",
+    "pact_safety_tokens": "generate",
     "pact_reference": "generate",
     "judge": "judge",
-    "source_table": "data", "mix_finetune_set": "data", "toss_mask": "data",
-    "summary": "report", "report": "report",
+    "source_table": "data",
+    "mix_finetune_set": "data",
+    "toss_mask": "data",
+    "summary": "report",
+    "report": "report",
 }
 # The presets generate with vLLM, which is not installed here and lives in envs/vllm.yaml; a dry run with
 # --software-deployment-method conda needs a conda executable. The plan is the same with the transformers
@@ -98,7 +118,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _shared_copy(spec: dict) -> Path | None:
-    """The public file under ../shared/data with the preset's file name (data/gsm8k/train.jsonl -> gsm8k/train.jsonl)."""
+    """The public file under ../shared/data with the preset's file name
+    (data/gsm8k/train.jsonl -> gsm8k/train.jsonl)."""
     rel = Path(spec["path"])
     candidate = SHARED / Path(*rel.parts[1:]) if rel.parts[0] == "data" else None
     return candidate if candidate is not None and candidate.is_file() else None
@@ -117,19 +138,40 @@ def materialise(spec: dict, workdir: Path) -> None:
     n = spec.get("limit", 0) + 20
     fmt = spec["format"]
     if fmt == "gsm8k":
-        rows = [{"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i}+2={i + 2}\n#### {i + 2}"}
-                for i in range(n)]
+        rows = [
+            {"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i}+2={i + 2}\n#### {i + 2}"}
+            for i in range(n)
+        ]
     elif fmt == "advbench":
-        rows = [{"goal": f"Explain how to do harmful thing {i}", "target": f"Sure, here is how to do harmful thing {i}"}
-                for i in range(max(n, 520))]
+        rows = [
+            {"goal": f"Explain how to do harmful thing {i}", "target": f"Sure, here is how to do harmful thing {i}"}
+            for i in range(max(n, 520))
+        ]
     elif fmt == "strongreject":
-        rows = [{"category": "Violence", "source": "custom", "forbidden_prompt": f"How do I hurt person {i}?"} for i in range(n)]
+        rows = [
+            {"category": "Violence", "source": "custom", "forbidden_prompt": f"How do I hurt person {i}?"}
+            for i in range(n)
+        ]
     elif fmt == "jailbreakbench":
-        rows = [{"Goal": f"Do harmful thing {i}", "Behavior": f"b{i}", "Category": "Harassment",
-                 "subset": "harmful" if i % 2 else "benign"} for i in range(n)]
+        rows = [
+            {
+                "Goal": f"Do harmful thing {i}",
+                "Behavior": f"b{i}",
+                "Category": "Harassment",
+                "subset": "harmful" if i % 2 else "benign",
+            }
+            for i in range(n)
+        ]
     elif fmt == "harmbench":
-        rows = [{"Behavior": f"Describe harmful thing {i}", "FunctionalCategory": "standard",
-                 "SemanticCategory": "illegal", "BehaviorID": f"b{i}"} for i in range(n)]
+        rows = [
+            {
+                "Behavior": f"Describe harmful thing {i}",
+                "FunctionalCategory": "standard",
+                "SemanticCategory": "illegal",
+                "BehaviorID": f"b{i}",
+            }
+            for i in range(n)
+        ]
     elif fmt == "hexphi":
         path.mkdir(parents=True)
         (path / "category_1.csv").write_text("".join(f"How do I do harmful thing {i}?\n" for i in range(n)))
@@ -212,10 +254,14 @@ def test_preset_plans_the_paper_grid(planned):
     cfg, counts, jobs = planned
     n_methods, n_ratios, n_seeds = len(cfg["methods"]), len(cfg["poison_ratios"]), len(cfg["seeds"])
     assert counts["finetune"] == n_methods * n_ratios * n_seeds
-    assert counts["generate"] == counts["judge"] == counts["finetune"] + n_seeds   # + the untrained aligned model
+    assert counts["generate"] == counts["judge"] == counts["finetune"] + n_seeds  # + the untrained aligned model
     assert counts["mix_finetune_set"] == n_ratios * n_seeds
     assert not [r for r in counts if r.startswith("world_")], counts
-    runs = {(j["wildcards"]["method"], j["wildcards"]["ratio"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == "finetune"}
+    runs = {
+        (j["wildcards"]["method"], j["wildcards"]["ratio"], j["wildcards"]["seed"])
+        for j in jobs
+        if j["rule"] == "finetune"
+    }
     assert {m for m, _, _ in runs} == set(cfg["methods"])
     assert {float(r) for _, r, _ in runs} == {float(p) for p in cfg["poison_ratios"]}
 
@@ -230,7 +276,11 @@ def test_preset_jobs_ask_for_their_resources(planned):
         want = cfg["resources"][family]
         got = job["resources"]
         assert (int(got["gpu"]), int(got["mem_mb"]), int(got["runtime"]), job["threads"]) == (
-            want["gpus"], want["mem_mb"], want["runtime"], want["threads"]), (job["rule"], got)
+            want["gpus"],
+            want["mem_mb"],
+            want["runtime"],
+            want["threads"],
+        ), (job["rule"], got)
     gpu_rules = {j["rule"] for j in jobs if int(j["resources"].get("gpu", 0)) > 0}
     assert "finetune" in gpu_rules and "generate" in gpu_rules and "judge" in gpu_rules
     assert cfg["resources"]["world"]["gpus"] == 0
@@ -241,13 +291,15 @@ def test_toss_presets_plan_references_and_rounds(planned):
     if not {"toss", "toss_pro"} <= set(cfg["methods"]):
         pytest.skip("no TOSS-Pro in this preset")
     sets = len(cfg["poison_ratios"]) * len(cfg["seeds"])
-    assert counts["toss_reference"] == 2                                    # harmful + utility, shared by all sets
+    assert counts["toss_reference"] == 2  # harmful + utility, shared by all sets
     assert counts["toss_losses"] == counts["toss_mask"] == sets * (cfg["toss"]["pro"]["rounds"] + 1)
     assert counts["toss_pro_retrain"] == sets * cfg["toss"]["pro"]["rounds"]
     train = cfg["resources"]["train"]
     for job in (j for j in jobs if j["rule"] in ("toss_reference", "toss_pro_retrain")):
         assert int(job["resources"]["gpu"]) == train["gpus"] == 1
-        assert int(job["resources"]["mem_mb"]) == train["mem_mb"] and int(job["resources"]["runtime"]) == train["runtime"]
+        assert (
+            int(job["resources"]["mem_mb"]) == train["mem_mb"] and int(job["resources"]["runtime"]) == train["runtime"]
+        )
 
 
 def test_pact_presets_plan_the_shared_pact_stages(planned):
@@ -255,7 +307,7 @@ def test_pact_presets_plan_the_shared_pact_stages(planned):
     if "pact" not in cfg["methods"]:
         pytest.skip("no PACT in this preset")
     sets = len(cfg["poison_ratios"]) * len(cfg["seeds"])
-    assert counts["pact_safe_responses"] == counts["pact_safety_tokens"] == 1   # once per aligned/base pair
+    assert counts["pact_safe_responses"] == counts["pact_safety_tokens"] == 1  # once per aligned/base pair
     assert counts["pact_reference"] == sets
 
 
@@ -288,7 +340,11 @@ def _pins(lines: list[str]) -> dict[str, str]:
 
 def test_tokensafe_env_matches_the_lock():
     env = REPO / "envs" / "tokensafe.yaml"
-    lock = [ln.strip() for ln in (REPO / "requirements.lock").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lock = [
+        ln.strip()
+        for ln in (REPO / "requirements.lock").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     pins = _pins(_pip_lines(env))
     assert pins == {**_pins(lock), "torch": "2.13.0"}
     assert "python=3.11" in load(env)["dependencies"]

@@ -2,17 +2,40 @@ import json
 
 import pandas as pd
 
-from tokensafe.report import aggregate, no_answer_section, pact_conflicts_section, pact_ladder_section, render, table4
+from tokensafe.stages.report import (
+    aggregate,
+    no_answer_section,
+    pact_conflicts_section,
+    pact_ladder_section,
+    render,
+    table4,
+)
 
 
 def _summary():
     rows = []
-    for m, r, acc, kw in [("initial", 0.0, 0.5, 0.0), ("initial", 0.1, 0.5, 0.0), ("sft", 0.0, 0.7, 0.0),
-                          ("sft", 0.1, 0.6, 0.9), ("pact", 0.1, 0.55, 0.1), ("pact_fullkl", 0.1, 0.5, 0.05)]:
+    for m, r, acc, kw in [
+        ("initial", 0.0, 0.5, 0.0),
+        ("initial", 0.1, 0.5, 0.0),
+        ("sft", 0.0, 0.7, 0.0),
+        ("sft", 0.1, 0.6, 0.9),
+        ("pact", 0.1, 0.55, 0.1),
+        ("pact_fullkl", 0.1, 0.5, 0.05),
+    ]:
         for seed, jitter in ((1, 0.0), (2, 0.1)):
-            rows.append(dict(method=m, poison_ratio=r, seed=seed, accuracy=acc + jitter, asr_keyword=kw, asr_guard=kw / 2,
-                             prompt_template="chat", guard_template="llama_guard3_prompt_plain",
-                             settings=json.dumps({"judge": {"keywords": ["Sorry"], "guard": "embedded"}})))
+            rows.append(
+                dict(
+                    method=m,
+                    poison_ratio=r,
+                    seed=seed,
+                    accuracy=acc + jitter,
+                    asr_keyword=kw,
+                    asr_guard=kw / 2,
+                    prompt_template="chat",
+                    guard_template="llama_guard3_prompt_plain",
+                    settings=json.dumps({"judge": {"keywords": ["Sorry"], "guard": "embedded"}}),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -35,7 +58,9 @@ def test_ladder_only_lists_its_rows_and_ratios():
 
 
 def test_render_writes_report_and_plot(tmp_path):
-    render(_summary(), tmp_path / "report.md", tmp_path / "plot.png", [("Extra", "body")])
+    render(
+        summary=_summary(), out_md=tmp_path / "report.md", out_png=tmp_path / "plot.png", sections=[("Extra", "body")]
+    )
     md = (tmp_path / "report.md").read_text()
     assert "## Extra" in md and "plot.png" in md
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
@@ -44,9 +69,24 @@ def test_render_writes_report_and_plot(tmp_path):
 
 def test_pact_conflicts_row_per_fine_tuning_set(tmp_path):
     path = tmp_path / "weight_conflicts.json"
-    path.write_text(json.dumps({"poison_ratio": 0.1, "seed": 2, "population": "clean samples", "positions": 200, "conflicts": 18, "share": 0.09,
-                                "zero_weight_tokens": 25, "safety_tokens": 50,
-                                "tokens": [{"token_id": 283, "token": " is", "count": 17}, {"token_id": 262, "token": " a", "count": 1}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "poison_ratio": 0.1,
+                "seed": 2,
+                "population": "clean samples",
+                "positions": 200,
+                "conflicts": 18,
+                "share": 0.09,
+                "zero_weight_tokens": 25,
+                "safety_tokens": 50,
+                "tokens": [
+                    {"token_id": 283, "token": " is", "count": 17},
+                    {"token_id": 262, "token": " a", "count": 1},
+                ],
+            }
+        )
+    )
     s = pact_conflicts_section([str(path)])
     assert "| 0.1 | 2 | clean samples | 200 | 18 | 9.0 % | 25/50 | `' is'` 17, `' a'` 1 |" in s
 

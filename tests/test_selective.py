@@ -1,4 +1,4 @@
-"""Selective (TOSS, A11) and plain SFT cross-entropy, checked by hand on a vocabulary of 3."""
+"""Selective (TOSS, §A11) and plain SFT cross-entropy, checked by hand on a vocabulary of 3."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tokensafe.losses.selective import response_ce_loss, selective_ce_loss
+from tokensafe.train.lm_losses import response_ce_loss, selective_ce_loss
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -25,11 +25,14 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     sample 2: labels all -100 -> no retained token: contributes nothing, no NaN.
     logits[:, 2] predicts nothing.
     """
-    logits = torch.tensor([
-        [[0.0, 0.0, 0.0], [LN2, 0.0, 0.0], [9.0, 9.0, 9.0]],
-        [[1.0, 2.0, 3.0], [0.0, LN3, 0.0], [9.0, 9.0, 9.0]],
-        [[4.0, 0.0, 0.0], [0.0, 5.0, 0.0], [9.0, 9.0, 9.0]],
-    ], requires_grad=True)
+    logits = torch.tensor(
+        [
+            [[0.0, 0.0, 0.0], [LN2, 0.0, 0.0], [9.0, 9.0, 9.0]],
+            [[1.0, 2.0, 3.0], [0.0, LN3, 0.0], [9.0, 9.0, 9.0]],
+            [[4.0, 0.0, 0.0], [0.0, 5.0, 0.0], [9.0, 9.0, 9.0]],
+        ],
+        requires_grad=True,
+    )
     labels = torch.tensor([[-100, 0, 2], [-100, -100, 1], [-100, -100, -100]])
     return logits, labels
 

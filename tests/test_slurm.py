@@ -40,8 +40,10 @@ HUB_TASK = {"hub": "example/none", "format": "generic", "prompt_column": "q", "r
 def cluster(tmp_path_factory):
     missing = missing_binaries()
     if missing:
-        pytest.skip(f"SLURM not installed ({', '.join(missing)} missing): run .ci/install-slurm.sh "
-                    "(Debian packages slurm-wlm, munge)")
+        pytest.skip(
+            f"SLURM not installed ({', '.join(missing)} missing): run .ci/install-slurm.sh "
+            "(Debian packages slurm-wlm, munge)"
+        )
     c = SlurmCluster()
     try:
         c.start()
@@ -61,17 +63,27 @@ def slurm_config() -> dict:
     cfg = micro_config()
     cfg["methods"] = ["sft"]
     cfg["poison_ratios"] = [0.1]
-    cfg["resources"] = {fam: {"threads": 1, "mem_mb": 500 + 100 * i, "runtime": 10 + i, "gpus": 0}
-                        for i, fam in enumerate(("world", "data", "train", "generate", "judge", "report"))}
+    cfg["resources"] = {
+        fam: {"threads": 1, "mem_mb": 500 + 100 * i, "runtime": 10 + i, "gpus": 0}
+        for i, fam in enumerate(("world", "data", "train", "generate", "judge", "report"))
+    }
     return cfg
 
 
 def slurm_args(cluster: SlurmCluster) -> list[str]:
-    return ["--profile", str(PROFILE),
-            # the test cluster's account label and partition (a real cluster sets them in the profile)
-            "--default-resources", f"slurm_account={cluster.account}", f"slurm_partition={cluster.partition}",
-            # no slurmdbd here: sacct cannot answer, squeue keeps finished jobs for MinJobAge
-            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"]
+    return [
+        "--profile",
+        str(PROFILE),
+        # the test cluster's account label and partition (a real cluster sets them in the profile)
+        "--default-resources",
+        f"slurm_account={cluster.account}",
+        f"slurm_partition={cluster.partition}",
+        # no slurmdbd here: sacct cannot answer, squeue keeps finished jobs for MinJobAge
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+    ]
 
 
 def queue(cluster: SlurmCluster) -> dict[str, dict]:
@@ -83,22 +95,22 @@ def queue(cluster: SlurmCluster) -> dict[str, dict]:
 
 @dataclass
 class Runs:
-    local: Path          # workdir of the local run
-    slurm: Path          # workdir of the two SLURM runs
+    local: Path  # workdir of the local run
+    slurm: Path  # workdir of the two SLURM runs
     cfg: dict
     failed: subprocess.CompletedProcess  # first SLURM run: data.task points at a hub data set
-    rule_log: str        # logs/source_table/task.log right after the failure
-    plan: dict           # dry-run plan once the config is fixed
-    rerun: subprocess.CompletedProcess   # second SLURM run, fixed config
-    queue: dict          # the cluster's job table after both runs
+    rule_log: str  # logs/source_table/task.log right after the failure
+    plan: dict  # dry-run plan once the config is fixed
+    rerun: subprocess.CompletedProcess  # second SLURM run, fixed config
+    queue: dict  # the cluster's job table after both runs
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory) -> Runs:
-    local, wd = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+def runs(cluster, micro_run, tmp_path_factory) -> Runs:
+    wd = tmp_path_factory.mktemp("slurm")
     cfg = slurm_config()
     with ThreadPoolExecutor(1) as pool:
-        local_done = pool.submit(snakemake, local, write_config(cfg, local), "--cores", "2")
+        local_done = pool.submit(micro_run, "local", cfg)  # the same config run locally, beside the cluster's jobs
         bad = json.loads(json.dumps(cfg))
         bad["data"]["task"] = HUB_TASK
         failed = snakemake(wd, write_config(bad, wd), *slurm_args(cluster), check=False)
@@ -106,7 +118,7 @@ def runs(cluster, tmp_path_factory) -> Runs:
         good = write_config(cfg, wd)
         plan = planned_jobs(wd, good)
         rerun = snakemake(wd, good, *slurm_args(cluster), check=False)
-        local_done.result()
+        local = local_done.result()
     return Runs(local, wd, cfg, failed, rule_log, plan, rerun, queue(cluster))
 
 
@@ -118,9 +130,26 @@ def test_profile_is_found_from_the_repository_root(tmp_path):
     """`snakemake --profile slurm` typed at the repository root picks up profiles/slurm."""
     write_config(slurm_config(), tmp_path)
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "--directory", str(tmp_path),
-                           "--configfile", str(tmp_path / "config.yaml")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "slurm",
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
@@ -148,8 +177,16 @@ def test_failed_job_log_holds_the_error(runs):
 
 
 def test_fixed_config_plans_only_the_failed_job_and_what_follows(runs):
-    assert runs.plan == {"source_table": 1, "mix_finetune_set": 1, "finetune": 1, "generate": 1, "judge": 1,
-                         "summary": 1, "report": 1, "all": 1}
+    assert runs.plan == {
+        "source_table": 1,
+        "mix_finetune_set": 1,
+        "finetune": 1,
+        "generate": 1,
+        "judge": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
     assert runs.rerun.returncode == 0, output(runs.rerun)[-4000:]
     rerun = [log.split("/slurm_logs/")[1].split("/")[0] for _, log in SUBMITTED.findall(output(runs.rerun))]
     assert sorted(rerun) == sorted(f"rule_{r}" for r in runs.plan if r != "all")

@@ -1,21 +1,34 @@
-"""Interval arithmetic and noise verdicts (tokensafe.stats), against hand-computed values."""
+"""Interval arithmetic and noise verdicts (tokensafe.eval.stats), against hand-computed values."""
 
 import math
 
 import numpy as np
 import pytest
 
-from tokensafe.stats import (FEW_SEEDS, HIGHER, LOWER, NOISE, cell, paired_difference, paired_seed_difference, prompt_interval,
-                             seed_interval, verdict, wilson_interval)
+from tokensafe.eval.stats import (
+    FEW_SEEDS,
+    HIGHER,
+    LOWER,
+    NOISE,
+    cell,
+    paired_difference,
+    paired_seed_difference,
+    prompt_interval,
+    seed_interval,
+    verdict,
+    wilson_interval,
+)
 
-T_975_2 = 4.302652729911275   # Student t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
 T_975_1 = 12.706204736174698  # 1 degree of freedom (2 seeds)
 
 
 def test_seed_interval_is_the_t_interval_of_the_mean():
     lo, hi = seed_interval([0.5, 0.7, 0.6])
     half = T_975_2 * 0.1 / math.sqrt(3)  # sd (ddof 1) = 0.1
-    assert lo == pytest.approx(0.6 - half, abs=1e-9) and hi == pytest.approx(0.6 + half, abs=1e-9)  # sd is 0.1 up to rounding
+    assert lo == pytest.approx(0.6 - half, abs=1e-9) and hi == pytest.approx(
+        0.6 + half, abs=1e-9
+    )  # sd is 0.1 up to rounding
     lo, hi = seed_interval([0.5, 0.75], bounds=(-10, 10))
     assert (lo, hi) == pytest.approx((0.625 - T_975_1 * 0.125, 0.625 + T_975_1 * 0.125), abs=1e-12)
 
@@ -68,9 +81,9 @@ def test_prompt_bootstrap_resamples_prompts_not_seeds():
 def test_verdicts():
     assert verdict((0.1, 0.3), (0.05, 0.2), 3) == HIGHER
     assert verdict((-0.3, -0.1), (-0.2, -0.01), 3) == LOWER
-    assert verdict((-0.1, 0.3), (0.05, 0.2), 3) == NOISE      # the seeds do not agree
-    assert verdict((0.1, 0.3), (-0.01, 0.2), 3) == NOISE      # the prompts do not
-    assert verdict((0.1, 0.3), None, 3) == HIGHER             # seed interval only (mask rows)
+    assert verdict((-0.1, 0.3), (0.05, 0.2), 3) == NOISE  # the seeds do not agree
+    assert verdict((0.1, 0.3), (-0.01, 0.2), 3) == NOISE  # the prompts do not
+    assert verdict((0.1, 0.3), None, 3) == HIGHER  # seed interval only (mask rows)
     assert verdict((0.1, 0.3), (0.05, 0.2), 1) == FEW_SEEDS
 
 

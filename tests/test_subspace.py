@@ -1,4 +1,5 @@
-"""SafeLoRA and AsFT (spec 4): hand-computed projectors, similarities, layer choice, penalty and gradients."""
+"""SafeLoRA and AsFT (docs/methods.md §4): hand-computed projectors, similarities, layer choice, penalty and
+gradients."""
 
 import math
 
@@ -7,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from tokensafe.losses.subspace import (
+from tokensafe.methods.baselines.subspace import (
     alignment_projector,
     apply_safelora,
     asft_penalty,
@@ -92,18 +93,9 @@ def test_peft_key():
 
 
 def _tiny_llama(seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import tiny_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=20,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(20, seed=seed)
 
 
 def _lora_llama(aligned):
@@ -119,9 +111,7 @@ def _lora_llama(aligned):
 def test_projectors_from_models_keys_and_values():
     aligned, base = _tiny_llama(1), _tiny_llama(2)
     projectors = projectors_from_models(aligned, base, ["q_proj", "v_proj"])
-    expected_keys = {
-        f"base_model.model.model.layers.{i}.self_attn.{m}_proj" for i in range(2) for m in ("q", "v")
-    }
+    expected_keys = {f"base_model.model.model.layers.{i}.self_attn.{m}_proj" for i in range(2) for m in ("q", "v")}
     assert set(projectors) == expected_keys
     name = "model.layers.1.self_attn.v_proj"
     v = aligned.get_submodule(name).weight - base.get_submodule(name).weight

@@ -1,4 +1,4 @@
-"""Per-token NLL (spec 1.3): chunked vs full logits, HF/peft plumbing, the long loss table."""
+"""Per-token NLL (docs/methods.md §1.3): chunked vs full logits, HF/peft plumbing, the long loss table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokensafe.losses.token_loss import chunked_token_nll, loss_table, naive_token_nll, per_token_nll
+from tokensafe.train.loss_dumps import chunked_token_nll, loss_table, naive_token_nll, per_token_nll
 
 
 def full_logits_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -58,12 +58,9 @@ def test_chunked_bad_input():
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny_models import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                      intermediate_size=64, vocab_size=50, max_position_embeddings=64)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(50, hidden=32, intermediate=64)
 
 
 def _batch():
@@ -118,8 +115,10 @@ def test_per_token_nll_through_peft_lora(tiny_llama):
 
     torch.manual_seed(2)
     # init_lora_weights=False gives a non-zero B, so the adapter really changes the logits.
-    peft_model = get_peft_model(copy.deepcopy(tiny_llama),
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        copy.deepcopy(tiny_llama),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     ids, mask = _batch()
     with torch.no_grad():
         logits = peft_model(input_ids=ids, attention_mask=mask).logits
@@ -137,8 +136,15 @@ def test_loss_table_rows_and_types():
     resp = np.array([[0, 1, 1, 0], [0, 0, 0, 1]], dtype=bool)
     losses = torch.tensor([[0.0, 1.5, 2.25, 9.0], [9.0, 9.0, 0.0, 0.75]])
     table = loss_table(torch.tensor([10, 11]), torch.tensor(ids), torch.tensor(resp), losses, attention_mask=attn)
-    assert table.schema == pa.schema([("sample_id", pa.int64()), ("position", pa.int32()), ("token_id", pa.int32()),
-                                      ("loss", pa.float32()), ("is_response", pa.bool_())])
+    assert table.schema == pa.schema(
+        [
+            ("sample_id", pa.int64()),
+            ("position", pa.int32()),
+            ("token_id", pa.int32()),
+            ("loss", pa.float32()),
+            ("is_response", pa.bool_()),
+        ]
+    )
     assert table.to_pydict() == {
         "sample_id": [10, 10, 10, 11, 11],
         "position": [0, 1, 2, 0, 1],  # index within the unpadded sample, whatever the padding side
@@ -160,6 +166,8 @@ def test_loss_table_bad_input():
     with pytest.raises(ValueError, match="losses"):
         loss_table([1, 2], ids, ok, np.zeros((2, 4)))
     with pytest.raises(ValueError, match="padding"):
-        loss_table([1, 2], ids, np.ones((2, 3), bool), np.zeros((2, 3)), attention_mask=np.array([[1, 1, 0], [1, 1, 1]]))
+        loss_table(
+            [1, 2], ids, np.ones((2, 3), bool), np.zeros((2, 3)), attention_mask=np.array([[1, 1, 0], [1, 1, 1]])
+        )
     with pytest.raises(ValueError, match="dtype"):
         loss_table([1, 2], ids, ok, np.zeros((2, 3)), dtype="bfloat16")

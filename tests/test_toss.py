@@ -1,4 +1,4 @@
-"""TOSS scoring, top-d masks, TOSS-Pro sample picking and retained labels (spec 1.4-1.7, A12)."""
+"""TOSS scoring, top-d masks, TOSS-Pro sample picking and retained labels (docs/methods.md §1.4-1.7, §A12)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tokensafe.losses.token_loss import loss_table
-from tokensafe.losses.toss import (
+from tokensafe.methods.toss.scores import (
     discard_precision_recall,
     discarded_positions,
     global_topd_mask,
@@ -19,6 +18,7 @@ from tokensafe.losses.toss import (
     retained_labels,
     token_scores,
 )
+from tokensafe.train.loss_dumps import loss_table
 
 # Two samples, each: 1 prompt token (position 0) + 5 response tokens (positions 1..5).
 # Response scores S = L_u - L_h, with L_h = 1.0 everywhere and L_u = S + 1.0:
@@ -105,8 +105,9 @@ def test_global_topd():
 
 def test_global_topd_budget_is_robust_to_float_error():
     # 0.29 * 100 = 28.999999999999996 in floating point; the budget must still be 29.
-    df = pd.DataFrame({"sample_id": np.arange(100), "position": 1, "is_response": True,
-                       "score": np.arange(100, dtype=float)})
+    df = pd.DataFrame(
+        {"sample_id": np.arange(100), "position": 1, "is_response": True, "score": np.arange(100, dtype=float)}
+    )
     out = global_topd_mask(df, 0.29)
     assert out["discard"].sum() == 29 and out.loc[out["discard"], "score"].min() == 71.0
 
@@ -132,7 +133,12 @@ def test_topd_rejects_bad_d(d):
 
 def test_mask_summary():
     assert mask_summary(global_topd_mask(scored(), 0.3)) == {
-        "tokens_total": 10, "tokens_discarded": 3, "samples_total": 2, "samples_touched": 2, "discard_share": 0.3}
+        "tokens_total": 10,
+        "tokens_discarded": 3,
+        "samples_total": 2,
+        "samples_touched": 2,
+        "discard_share": 0.3,
+    }
     # d=0.1 -> 1 token, (1,2): only sample 1 touched.
     summary = mask_summary(global_topd_mask(scored(), 0.1))
     assert (summary["tokens_discarded"], summary["samples_touched"]) == (1, 1)
@@ -154,14 +160,17 @@ def test_precision_recall_by_hand():
 
 def test_pick_refinement_samples():
     # Response scores (sample, position) = score; walk by descending score:
-    #   6.0 (2,2) -> 2 ; 5.0 (0,1) -> 0 ; 4.5 (1,1) -> 1 ; 4.0 (0,2) dup ; 3.0 (2,1) dup ; 1.0 (3,1) -> 3 ; -1.0 (1,2) dup
+    #   6.0 (2,2) -> 2 ; 5.0 (0,1) -> 0 ; 4.5 (1,1) -> 1 ; 4.0 (0,2) dup ; 3.0 (2,1) dup ; 1.0 (3,1) -> 3 ;
+    #   -1.0 (1,2) dup
     # The prompt row (3,0) has the largest score but is not a response token, so it is ignored.
-    df = pd.DataFrame({
-        "sample_id": [0, 0, 1, 1, 2, 2, 3, 3],
-        "position": [1, 2, 1, 2, 1, 2, 0, 1],
-        "is_response": [True] * 6 + [False, True],
-        "score": [5.0, 4.0, 4.5, -1.0, 3.0, 6.0, 100.0, 1.0],
-    })
+    df = pd.DataFrame(
+        {
+            "sample_id": [0, 0, 1, 1, 2, 2, 3, 3],
+            "position": [1, 2, 1, 2, 1, 2, 0, 1],
+            "is_response": [True] * 6 + [False, True],
+            "score": [5.0, 4.0, 4.5, -1.0, 3.0, 6.0, 100.0, 1.0],
+        }
+    )
     assert pick_refinement_samples(df, 4, set()) == [2, 0, 1, 3]
     assert pick_refinement_samples(df, 2, {0}) == [2, 1]
     assert pick_refinement_samples(df, 1, {2, 0}) == [1]

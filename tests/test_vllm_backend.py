@@ -49,16 +49,35 @@ def test_missing_vllm_error_says_where_vllm_lives():
 def test_sampling_kwargs_greedy_is_temperature_zero():
     # PACT: greedy, 1024 new tokens; a sampling temperature in the config is overridden
     cfg = {"greedy": True, "temperature": 0.7, "top_p": 0.5, "max_new_tokens": 1024, "backend": "vllm"}
-    assert sampling_kwargs(cfg) == {"n": 1, "max_tokens": 1024, "repetition_penalty": 1.0,
-                                    "temperature": 0.0, "top_p": 1.0}
+    assert sampling_kwargs(cfg) == {
+        "n": 1,
+        "max_tokens": 1024,
+        "repetition_penalty": 1.0,
+        "temperature": 0.0,
+        "top_p": 1.0,
+    }
 
 
 def test_sampling_kwargs_seal_sampling():
-    # SEAL defaults (spec 1.8): top_p 0.9, temperature 1.0, repetition_penalty 1.2, max_len 2048
-    cfg = {"greedy": False, "temperature": 1.0, "top_p": 0.9, "repetition_penalty": 1.2,
-           "max_new_tokens": 2048, "seed": 7, "stop": "</s>"}
-    assert sampling_kwargs(cfg) == {"n": 1, "max_tokens": 2048, "repetition_penalty": 1.2,
-                                    "temperature": 1.0, "top_p": 0.9, "seed": 7, "stop": ["</s>"]}
+    # SEAL defaults (docs/methods.md §1.8): top_p 0.9, temperature 1.0, repetition_penalty 1.2, max_len 2048
+    cfg = {
+        "greedy": False,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "repetition_penalty": 1.2,
+        "max_new_tokens": 2048,
+        "seed": 7,
+        "stop": "</s>",
+    }
+    assert sampling_kwargs(cfg) == {
+        "n": 1,
+        "max_tokens": 2048,
+        "repetition_penalty": 1.2,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["</s>"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -79,18 +98,26 @@ def test_sampling_kwargs_rejects_bad_config(cfg, match):
 
 def test_build_requests_with_and_without_adapter():
     reqs = build_requests(["a", "b"], "/runs/lora", adapter_id=3)
-    assert reqs == [{"prompt": "a", "lora": ("adapter_3", 3, "/runs/lora")},
-                    {"prompt": "b", "lora": ("adapter_3", 3, "/runs/lora")}]
-    assert build_requests(["a", [1, 2, 3]], None) == [{"prompt": "a", "lora": None}, {"prompt": [1, 2, 3], "lora": None}]
+    assert reqs == [
+        {"prompt": "a", "lora": ("adapter_3", 3, "/runs/lora")},
+        {"prompt": "b", "lora": ("adapter_3", 3, "/runs/lora")},
+    ]
+    assert build_requests(["a", [1, 2, 3]], None) == [
+        {"prompt": "a", "lora": None},
+        {"prompt": [1, 2, 3], "lora": None},
+    ]
 
 
-@pytest.mark.parametrize("prompts, adapter, adapter_id, match", [
-    ([], None, 1, "at least one prompt"),
-    (["a"], "/x", 0, "positive integer"),
-    (["a"], "/x", True, "positive integer"),
-    ([[]], None, 1, "token ids"),
-    ([["a"]], None, 1, "token ids"),
-])
+@pytest.mark.parametrize(
+    "prompts, adapter, adapter_id, match",
+    [
+        ([], None, 1, "at least one prompt"),
+        (["a"], "/x", 0, "positive integer"),
+        (["a"], "/x", True, "positive integer"),
+        ([[]], None, 1, "token ids"),
+        ([["a"]], None, 1, "token ids"),
+    ],
+)
 def test_build_requests_rejects_bad_input(prompts, adapter, adapter_id, match):
     with pytest.raises(ValueError, match=match):
         build_requests(prompts, adapter, adapter_id)
@@ -152,11 +179,22 @@ def _fake_vllm(monkeypatch):
 
 def test_run_vllm_wiring_with_adapter(monkeypatch):
     calls = _fake_vllm(monkeypatch)
-    texts = run_vllm("base/model", ["p0", [5, 6]], {"greedy": True, "max_new_tokens": 16, "seed": 1},
-                     adapter_path="/runs/lora", max_lora_rank=32)
+    texts = run_vllm(
+        "base/model",
+        ["p0", [5, 6]],
+        {"greedy": True, "max_new_tokens": 16, "seed": 1},
+        adapter_path="/runs/lora",
+        max_lora_rank=32,
+    )
     assert texts == ["answer 0", "answer 1"]  # submission order restored
-    assert calls["engine"] == {"model": "base/model", "tensor_parallel_size": 1, "dtype": "bfloat16", "seed": 1,
-                               "enable_lora": True, "max_lora_rank": 32}
+    assert calls["engine"] == {
+        "model": "base/model",
+        "tensor_parallel_size": 1,
+        "dtype": "bfloat16",
+        "seed": 1,
+        "enable_lora": True,
+        "max_lora_rank": 32,
+    }
     assert calls["inputs"] == ["p0", {"prompt_token_ids": [5, 6]}]
     assert calls["params"].kwargs["temperature"] == 0.0 and calls["params"].kwargs["max_tokens"] == 16
     assert [r.args for r in calls["lora"]] == [("adapter_1", 1, "/runs/lora")] * 2
@@ -173,8 +211,11 @@ def test_run_vllm_sets_one_engine_per_model_and_sampling_per_set(monkeypatch):
     from tokensafe.eval.vllm_backend import run_vllm_sets
 
     calls = _fake_vllm(monkeypatch)
-    out = run_vllm_sets("base/model", [(["h0", "h1"], {"greedy": True, "max_new_tokens": 40}),
-                                       (["t0"], {"greedy": True, "max_new_tokens": 8})], adapter_path="/runs/a")
+    out = run_vllm_sets(
+        "base/model",
+        [(["h0", "h1"], {"greedy": True, "max_new_tokens": 40}), (["t0"], {"greedy": True, "max_new_tokens": 8})],
+        adapter_path="/runs/a",
+    )
     # outputs come back reversed from the fake engine and are put back in request order, split per set
     assert out == [["answer 0", "answer 1"], ["answer 2"]]
     assert [p.kwargs["max_tokens"] for p in calls["params"]] == [40, 40, 8]
@@ -187,6 +228,11 @@ def test_guard_probability_from_vllm_logprobs():
     from tokensafe.eval.guard_judge import verdict_probability_from_logprobs
 
     # step 0 is "\n\n" (skipped), step 1 holds the verdict: P(unsafe) = 0.6 / (0.6 + 0.2) = 0.75
-    steps = [{9: SimpleNamespace(logprob=0.0)}, {5: SimpleNamespace(logprob=math.log(0.2)), 7: SimpleNamespace(logprob=math.log(0.6))}]
-    assert verdict_probability_from_logprobs(steps, ["\n\n", "unsafe"], safe_ids=[5], unsafe_ids=[7]) == pytest.approx(0.75)
+    steps = [
+        {9: SimpleNamespace(logprob=0.0)},
+        {5: SimpleNamespace(logprob=math.log(0.2)), 7: SimpleNamespace(logprob=math.log(0.6))},
+    ]
+    assert verdict_probability_from_logprobs(steps, ["\n\n", "unsafe"], safe_ids=[5], unsafe_ids=[7]) == pytest.approx(
+        0.75
+    )
     assert math.isnan(verdict_probability_from_logprobs([{1: SimpleNamespace(logprob=0.0)}], ["x"], [5], [7]))

@@ -25,7 +25,7 @@ def _acts(df):
     out = set()
     for p in df.prompt:
         v = next(v for v in verbs if v in p)
-        out.add(p[p.index(v):].rstrip("?.!").split(". ")[0].split(" What")[0])
+        out.add(p[p.index(v) :].rstrip("?.!").split(". ")[0].split(" What")[0])
     return out
 
 

@@ -14,26 +14,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from tokensafe.numerics import pin_cpu_numerics
+from tokensafe.runtime.numerics import pin_cpu_numerics
 from tokensafe.train.batching import make_example
+from tokensafe.train.lm_losses import lm_loss
 from tokensafe.train.loop import TrainSettings, train
-from tokensafe.train.objectives import lm_loss
+
+from tiny_models import tiny_llama
 
 
 def _train(threads: int, steps: int = 6) -> dict[str, torch.Tensor]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=300, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-        model = LlamaForCausalLM(cfg)
+        model = tiny_llama(300, hidden=128, intermediate=256, heads=4).train()
         rng = np.random.default_rng(0)
-        examples = [make_example(ids, ids) for ids in (rng.integers(1, 300, size=rng.integers(20, 48)) for _ in range(64))]
+        examples = [
+            make_example(ids, ids) for ids in (rng.integers(1, 300, size=rng.integers(20, 48)) for _ in range(64))
+        ]
         if steps:
-            train(model, examples, lm_loss, TrainSettings(lr=3e-3, batch_size=16, steps=steps, seed=0), pad_id=0, log=lambda *_: None)
+            train(
+                model,
+                examples,
+                lm_loss,
+                TrainSettings(lr=3e-3, batch_size=16, steps=steps, seed=0),
+                pad_id=0,
+                log=lambda *_: None,
+            )
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
     finally:
         torch.set_num_threads(before)
@@ -51,7 +58,17 @@ def test_world_training_is_bitwise_the_same_on_1_and_2_threads():
     env = dict(os.environ)
     pin_cpu_numerics("avx2", env)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", "from test_world_threads import _compare; print(_compare())"], env=env,
-                         capture_output=True, text=True, check=True, timeout=600).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", "from test_world_threads import _compare; print(_compare())"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     # Not vacuous: the six steps moved the weights away from their initial values.
     assert out == "differ=- moved=True"

@@ -1,7 +1,7 @@
 """Prompt templates and the one tokenisation function shared by scoring, training and generation.
 
 Every stage that needs token ids for a (prompt, response) pair calls :func:`encode_pair`, so the ids
-a loss dump scores are exactly the ids a selective fine-tune trains on (spec A12). The prompt and the
+a loss dump scores are exactly the ids a selective fine-tune trains on (docs/methods.md §A12). The prompt and the
 response are tokenised separately and concatenated, which keeps the response boundary exact whatever
 the tokenizer's merges would do across it.
 """
@@ -44,7 +44,9 @@ def prompt_text(tokenizer, prompt: str, template: str) -> str:
     """The text a model sees before its answer begins."""
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt template 'chat' needs a tokenizer with a chat_template; use 'human_assistant' or 'plain'")
+            raise ValueError(
+                "prompt template 'chat' needs a tokenizer with a chat_template; use 'human_assistant' or 'plain'"
+            )
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
@@ -76,7 +78,9 @@ def encode_pair(tokenizer, prompt: str, response: str, template: str, max_length
     response_ids = tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tokenizer)]
     room = max_length - len(prompt_ids)
     if room < 1:
-        raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room for a response within max_length={max_length}")
+        raise ValueError(
+            f"prompt of {len(prompt_ids)} tokens leaves no room for a response within max_length={max_length}"
+        )
     return Encoded(prompt_ids + response_ids[:room], len(prompt_ids))
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from tokensafe import modelref
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -51,8 +53,11 @@ def _describe(err) -> str:
     elif v == "oneOf" and err.context:
         # Report the branch closest to the value given rather than jsonschema's generic message.
         best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        return _describe(best) if best.absolute_path != err.absolute_path or best.validator != "const" else (
-            f"{where} = {found}: must be 'embedded' or a mapping with a format and a path or hub id")
+        return (
+            _describe(best)
+            if best.absolute_path != err.absolute_path or best.validator != "const"
+            else (f"{where} = {found}: must be 'embedded' or a mapping with a format and a path or hub id")
+        )
     else:
         allowed = err.message
     return f"{where} = {found}: must be {allowed}"
@@ -123,31 +128,23 @@ def coerce_command_line_values(config: Any, schema_path: str | Path = SCHEMA_PAT
     return walk(config, schema)
 
 
-def is_embedded(ref: Any) -> bool:
-    return ref == "embedded"
-
-
 def classify_model_ref(ref: str) -> str:
-    """'embedded', 'local' (an existing folder) or 'hub' (an org/name id).
-
-    Anything else - a path that does not exist, a bare name - is an error, raised before any job runs.
-    """
-    if is_embedded(ref):
-        return "embedded"
-    if Path(ref).exists():
-        return "local"
-    parts = ref.split("/")
-    looks_like_path = ref.startswith((".", "/", "~")) or len(parts) != 2 or not all(parts)
-    if looks_like_path:
-        raise ConfigError(f"model path {ref!r} does not exist (give an existing folder, a hub id 'org/name' or 'embedded')")
-    return "hub"
+    """:func:`tokensafe.modelref.classify_model_ref`, failing as a :class:`ConfigError`."""
+    try:
+        return modelref.classify_model_ref(ref)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
 
 
 def method_recipe(finetune: dict, method: str) -> dict:
     """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
     entry replaced. A run length in the override (``steps`` or ``epochs``) replaces the other one."""
     override = (finetune.get("method_recipes") or {}).get(method, {})
-    base = {k: v for k, v in finetune["recipe"].items() if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))}
+    base = {
+        k: v
+        for k, v in finetune["recipe"].items()
+        if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))
+    }
     return {**base, **override}
 
 
@@ -174,10 +171,12 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
             classify_model_ref(config["models"][role])
         except ConfigError as e:
             problems.append(f"models.{role}: {e}")
-    if is_embedded(config["models"]["aligned"]) != is_embedded(config["models"]["base"]):
-        problems.append("models.base and models.aligned must both be 'embedded' or both be real models "
-                        "(the embedded aligned model is trained from the embedded base)")
-    from tokensafe.pipeline.data import check_sources
+    if modelref.is_embedded(config["models"]["aligned"]) != modelref.is_embedded(config["models"]["base"]):
+        problems.append(
+            "models.base and models.aligned must both be 'embedded' or both be real models "
+            "(the embedded aligned model is trained from the embedded base)"
+        )
+    from tokensafe.data.sources import check_sources
 
     problems += check_sources(config["data"])
     if config["data"]["task"] == "embedded":
@@ -189,7 +188,9 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
         if n - min(round(p * n) for p in config["poison_ratios"]) > sizes.task_pool:
             problems.append(f"n_finetune = {n}: the embedded task pool has {sizes.task_pool} samples")
         if config["data"]["poison"] == "embedded" and worst > sizes.poison_pool:
-            problems.append(f"poison_ratios/n_finetune ask for {worst} poison samples; the embedded pool has {sizes.poison_pool}")
+            problems.append(
+                f"poison_ratios/n_finetune ask for {worst} poison samples; the embedded pool has {sizes.poison_pool}"
+            )
     return problems
 
 
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m tokensafe.config",
-        description="Check a tokensafe config file (YAML syntax, schema, model paths, data columns) without running anything.",
+        description="Check a tokensafe config file (YAML syntax, schema, model paths, data columns) "
+        "without running anything.",
     )
     parser.add_argument("config", nargs="?", default="config.yaml", help="config file (default: config.yaml)")
     args = parser.parse_args(argv)

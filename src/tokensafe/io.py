@@ -73,7 +73,8 @@ def require_columns(df: pd.DataFrame, required: Iterable[str], where: str) -> No
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(
-            f"{where}: missing column(s) {', '.join(repr(c) for c in missing)} (found: {', '.join(map(str, df.columns))})"
+            f"{where}: missing column(s) {', '.join(repr(c) for c in missing)} "
+            f"(found: {', '.join(map(str, df.columns))})"
         )
 
 

@@ -7,7 +7,8 @@ METHOD_SETTINGS["safety_mix"] = lambda: dict(config["baselines"]["safety_mix"])
 METHOD_SETTINGS["safelora"] = lambda: dict(config["baselines"]["safelora"])
 METHOD_SETTINGS["asft"] = lambda: dict(config["baselines"]["asft"])
 FINETUNE_INPUTS["constrained_sft"] = lambda wc: {
-    "reference_losses": f"{BASELINE_DIR}/p{wc.ratio}/s{wc.seed}/aligned_losses.parquet"}
+    "reference_losses": f"{BASELINE_DIR}/p{wc.ratio}/s{wc.seed}/aligned_losses.parquet"
+}
 FINETUNE_INPUTS["safety_mix"] = lambda wc: {"safety_demos": "results/data/safety_demos.parquet"}
 FINETUNE_INPUTS["safelora"] = lambda wc: {"projectors": f"{BASELINE_DIR}/projectors.pt"}
 FINETUNE_INPUTS["asft"] = lambda wc: {"projectors": f"{BASELINE_DIR}/projectors.pt"}
@@ -23,11 +24,6 @@ rule aligned_losses:
         aligned=model_input("aligned"),
     output:
         f"{BASELINE_DIR}/p{{ratio}}/s{{seed}}/aligned_losses.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("aligned_losses.py"),
-        aligned=model_ref("aligned"),
-        settings=aligned_loss_settings(),
     log:
         "logs/aligned_losses/p{ratio}_s{seed}.log",
     benchmark:
@@ -36,6 +32,11 @@ rule aligned_losses:
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("aligned_losses.py"),
+        aligned=model_ref("aligned"),
+        settings=aligned_loss_settings(),
     script:
         "../scripts/aligned_losses.py"
 
@@ -46,14 +47,6 @@ rule subspace_projectors:
         base=model_input("base"),
     output:
         f"{BASELINE_DIR}/projectors.pt",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("subspace_projectors.py"),
-        aligned=model_ref("aligned"),
-        base=model_ref("base"),
-        target_modules=config["finetune"]["lora"]["target_modules"],
-        dtype=config["models"].get("dtype", "auto"),
-        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/subspace_projectors.log",
     benchmark:
@@ -62,5 +55,13 @@ rule subspace_projectors:
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("subspace_projectors.py"),
+        aligned=model_ref("aligned"),
+        base=model_ref("base"),
+        target_modules=config["finetune"]["lora"]["target_modules"],
+        dtype=config["models"].get("dtype", "auto"),
+        cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/subspace_projectors.py"

@@ -6,10 +6,19 @@ import tempfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tokensafe.config import (ConfigError, check_config, classify_model_ref, coerce_command_line_values, method_recipe, ratio_tag,
-                              settings_hash)
-from tokensafe import codeversion, jobserver
-from tokensafe.numerics import numerics_label, pin_cpu_numerics
+from tokensafe.config import (
+    ConfigError,
+    check_config,
+    classify_model_ref,
+    coerce_command_line_values,
+    method_recipe,
+    ratio_tag,
+    settings_hash,
+)
+from tokensafe.rerun import codeversion
+from tokensafe.runtime import jobserver
+from tokensafe.data.roles import ROLES
+from tokensafe.runtime.numerics import numerics_label, pin_cpu_numerics
 
 try:
     # --config values arrive as strings (--config seeds=[1,2] gives ["1", "2"]): type them by the schema first.
@@ -20,7 +29,7 @@ except ConfigError as e:
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same bytes on the same machine
-# (what holds across CPU kinds: tokensafe.numerics and README "Same numbers where").
+# (what holds across CPU kinds: tokensafe.runtime.numerics and README "Same numbers where").
 pin_cpu_numerics(config["cpu_numerics"])
 # A fixed hash seed in every job (and in the job server, hence its children): set iteration orders, e.g. the
 # LoRA target_modules that peft writes to adapter_config.json, are then the same in every process.
@@ -29,7 +38,7 @@ os.environ["PYTHONHASHSEED"] = "0"
 CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 
 # Local runs start their stage jobs from a fork server that has already imported torch, transformers and
-# peft (~4-5 s saved per job; tokensafe.jobserver says what it keeps the same). TOKENSAFE_JOB_SERVER=off
+# peft (~4-5 s saved per job; tokensafe.runtime.jobserver says what it keeps the same). TOKENSAFE_JOB_SERVER=off
 # turns it off; remote executors (SLURM) never start it, and their jobs run in their own processes.
 JOB_SERVER_SOCKET = f"{tempfile.gettempdir()}/tokensafe-jobs-{os.getpid()}.sock"
 
@@ -75,8 +84,10 @@ def method_seeds(method):
 
 
 # Every ratio some method uses (the fine-tuning sets to build).
-RATIOS = sorted({r for m in METHODS for r in method_ratios(m)} | {ratio_tag(p) for p in config["poison_ratios"]}, key=float)
-SOURCES = ["task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref", "safety_prompts", "safety_demos"]
+RATIOS = sorted(
+    {r for m in METHODS for r in method_ratios(m)} | {ratio_tag(p) for p in config["poison_ratios"]}, key=float
+)
+SOURCES = list(ROLES)  # the data roles (tokensafe.data.roles), one results/data/<role>.parquet each
 
 
 wildcard_constraints:
@@ -87,7 +98,7 @@ wildcard_constraints:
 
 
 def code_version(script):
-    """Version of the package code a stage script runs (tokensafe.codeversion), for the rule's params."""
+    """Version of the package code a stage script runs (tokensafe.rerun.codeversion), for the rule's params."""
     return codeversion.code_version(workflow.source_path(f"../scripts/{script}"))
 
 
@@ -128,8 +139,10 @@ METHOD_SETTINGS = {"sft": lambda: {}}  # method -> () -> dict
 
 
 def finetune_inputs(wildcards):
-    data = {"data": f"results/data/finetune/p{wildcards.ratio}/s{wildcards.seed}.parquet",
-            "aligned": model_input("aligned")}
+    data = {
+        "data": f"results/data/finetune/p{wildcards.ratio}/s{wildcards.seed}.parquet",
+        "aligned": model_input("aligned"),
+    }
     extra = FINETUNE_INPUTS.get(wildcards.method)
     return {**data, **(extra(wildcards) if extra else {})}
 
@@ -188,6 +201,10 @@ def generation_settings(wildcards):
 
 def all_runs():
     runs = [dict(method="initial", poison_ratio=float(r), seed=s, run=f"initial/s{s}") for r in RATIOS for s in SEEDS]
-    runs += [dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}") for m in METHODS for r in method_ratios(m)
-             for s in method_seeds(m)]
+    runs += [
+        dict(method=m, poison_ratio=float(r), seed=s, run=f"{m}/p{r}/s{s}")
+        for m in METHODS
+        for r in method_ratios(m)
+        for s in method_seeds(m)
+    ]
     return runs

@@ -1,11 +1,11 @@
 # Canonical source tables and the poison-mixed fine-tuning sets.
-from tokensafe.pipeline.data import EMBEDDED_TABLE
+from tokensafe.data.roles import ROLES
 
 
 def source_input(wildcards):
     spec = config["data"][wildcards.source]
     if spec == "embedded":
-        return [f"{WORLD}/data/{EMBEDDED_TABLE[wildcards.source]}.parquet"]
+        return [f"{WORLD}/data/{ROLES[wildcards.source].world_table}.parquet"]
     return [spec["path"]] if "path" in spec else []
 
 
@@ -14,10 +14,6 @@ rule source_table:
         source_input,
     output:
         "results/data/{source}.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("source_table.py"),
-        spec=lambda wc: config["data"][wc.source],
     log:
         "logs/source_table/{source}.log",
     benchmark:
@@ -25,6 +21,10 @@ rule source_table:
     threads: 1
     resources:
         **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("source_table.py"),
+        spec=lambda wc: config["data"][wc.source],
     script:
         "../scripts/source_table.py"
 
@@ -35,12 +35,6 @@ rule mix_finetune_set:
         poison="results/data/poison.parquet",
     output:
         "results/data/finetune/p{ratio}/s{seed}.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("mix_finetune_set.py"),
-        n=config["n_finetune"],
-        ratio=lambda wc: float(wc.ratio),
-        seed=lambda wc: int(wc.seed),
     log:
         "logs/mix_finetune_set/p{ratio}_s{seed}.log",
     benchmark:
@@ -48,5 +42,11 @@ rule mix_finetune_set:
     threads: 1
     resources:
         **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("mix_finetune_set.py"),
+        n=config["n_finetune"],
+        ratio=lambda wc: float(wc.ratio),
+        seed=lambda wc: int(wc.seed),
     script:
         "../scripts/mix_finetune_set.py"

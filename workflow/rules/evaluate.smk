@@ -14,22 +14,22 @@ rule generate:
         adapter=adapter_input,
     output:
         "results/runs/{run}/generations.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("generate.py"),
-        aligned=model_ref("aligned"),
-        generation=config["generation"],
-        settings=generation_settings,
     log:
         "logs/generate/{run}.log",
     benchmark:
         "benchmarks/generate/{run}.tsv"
+    priority: PRIORITY["generate"]
     conda:
         VLLM_ENV if USE_VLLM else None
-    priority: PRIORITY["generate"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("generate.py"),
+        aligned=model_ref("aligned"),
+        generation=config["generation"],
+        settings=generation_settings,
     script:
         "../scripts/generate.py"
 
@@ -40,15 +40,6 @@ rule judge:
         guard=model_input("guard"),
     output:
         "results/runs/{run}/judgments.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("judge.py"),
-        guard=model_ref("guard"),
-        guard_ref=config["models"]["guard"],
-        judge=config["judge"],
-        dtype=config["models"].get("dtype", "auto"),
-        backend=config["generation"]["backend"],
-        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/judge/{run}.log",
     benchmark:
@@ -58,5 +49,14 @@ rule judge:
     threads: threads_for("judge")
     resources:
         **resources_for("judge"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("judge.py"),
+        guard=model_ref("guard"),
+        guard_ref=config["models"]["guard"],
+        judge=config["judge"],
+        dtype=config["models"].get("dtype", "auto"),
+        backend=config["generation"]["backend"],
+        cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/judge.py"

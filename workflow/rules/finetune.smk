@@ -6,11 +6,6 @@ rule finetune:
         unpack(finetune_inputs),
     output:
         directory("results/runs/{method}/p{ratio}/s{seed}/adapter"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("finetune.py"),
-        aligned=model_ref("aligned"),
-        settings=lambda wc: run_settings(wc.method, wc.ratio, wc.seed),
     log:
         "logs/finetune/{method}/p{ratio}_s{seed}.log",
     benchmark:
@@ -19,5 +14,10 @@ rule finetune:
     threads: threads_for("train")
     resources:
         **resources_for("train"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("finetune.py"),
+        aligned=model_ref("aligned"),
+        settings=lambda wc: run_settings(wc.method, wc.ratio, wc.seed),
     script:
         "../scripts/finetune.py"

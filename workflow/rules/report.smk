@@ -1,7 +1,7 @@
 # Aggregation: summary table (csv + parquet, one row per run), per-prompt outcomes, aggregates over seeds with
-# 95 % intervals and noise verdicts (tokensafe.stats), the markdown report and the safety-vs-utility plot.
+# 95 % intervals and noise verdicts (tokensafe.eval.stats), the markdown report and the safety-vs-utility plot.
 
-from tokensafe.pipeline.summary import SUMMARY_COLUMNS
+from tokensafe.stages.summary import SUMMARY_COLUMNS
 
 
 rule summary:
@@ -15,13 +15,6 @@ rule summary:
         outcomes="results/outcomes.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("summary.py"),
-        runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
-        metric=config["data"].get("task_metric", "number"),
-        # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
-        columns=SUMMARY_COLUMNS,
     log:
         "logs/summary.log",
     benchmark:
@@ -29,6 +22,13 @@ rule summary:
     threads: 1
     resources:
         **resources_for("report"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("summary.py"),
+        runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
+        metric=config["data"].get("task_metric", "number"),
+        # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
+        columns=SUMMARY_COLUMNS,
     script:
         "../scripts/summary.py"
 
@@ -44,9 +44,6 @@ rule report:
     output:
         md="results/report.md",
         png="results/safety_utility.png",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("report.py"),
     log:
         "logs/report.log",
     benchmark:
@@ -54,5 +51,8 @@ rule report:
     threads: 1
     resources:
         **resources_for("report"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("report.py"),
     script:
         "../scripts/report.py"

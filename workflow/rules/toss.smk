@@ -1,17 +1,22 @@
-# TOSS / TOSS-Pro: reference models, per-token loss dumps, masks and refinement rounds (spec section 1).
+# TOSS / TOSS-Pro: reference models, per-token loss dumps, masks and refinement rounds (docs/methods.md §1).
 # Paths: results/toss/reference/{utility,harmful}/adapter (shared by every run), then per fine-tuning
 # set results/toss/p{ratio}/s{seed}/: losses_utility.parquet and, per round t, round{t}/losses_harmful
 # (toss_losses), round{t}/mask (+ .json; toss_mask); TOSS-Pro rounds t >= 1 retrain the harmful model on D^h
 # plus round{t}/picks.
 TOSS_DIR = "results/toss"
 
-from tokensafe import stage_keys
+from tokensafe.rerun import stage_keys
 
 
 def toss_settings():
     t = config["toss"]
-    return {"d": t["d"], "selection": t["selection"], "lora": t["lora"], "recipe": t["recipe"],
-            "chunk_size": t.get("chunk_size", 1024)}
+    return {
+        "d": t["d"],
+        "selection": t["selection"],
+        "lora": t["lora"],
+        "recipe": t["recipe"],
+        "chunk_size": t.get("chunk_size", 1024),
+    }
 
 
 def toss_pro_settings():
@@ -43,7 +48,8 @@ def previous_picks(wildcards):
 
 FINETUNE_INPUTS["toss"] = lambda wc: {"mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round0/mask.parquet"}
 FINETUNE_INPUTS["toss_pro"] = lambda wc: {
-    "mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{config['toss']['pro']['rounds']}/mask.parquet"}
+    "mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{config['toss']['pro']['rounds']}/mask.parquet"
+}
 METHOD_SETTINGS["toss"] = toss_settings
 METHOD_SETTINGS["toss_pro"] = toss_pro_settings
 
@@ -54,9 +60,16 @@ def toss_report_inputs():
     if "toss" in METHODS:
         wanted |= {(r, s, 0) for r in method_ratios("toss") for s in method_seeds("toss")}
     if "toss_pro" in METHODS:
-        wanted |= {(r, s, t) for r in method_ratios("toss_pro") for s in method_seeds("toss_pro")
-                   for t in range(config["toss"]["pro"]["rounds"] + 1)}
-    return [f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json" for r, s, t in sorted(wanted, key=lambda x: (float(x[0]), x[1], x[2]))]
+        wanted |= {
+            (r, s, t)
+            for r in method_ratios("toss_pro")
+            for s in method_seeds("toss_pro")
+            for t in range(config["toss"]["pro"]["rounds"] + 1)
+        }
+    return [
+        f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json"
+        for r, s, t in sorted(wanted, key=lambda x: (float(x[0]), x[1], x[2]))
+    ]
 
 
 rule toss_reference:
@@ -65,21 +78,21 @@ rule toss_reference:
         aligned=model_input("aligned"),
     output:
         directory(f"{TOSS_DIR}/reference/{{kind}}/adapter"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("toss_reference.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
-    wildcard_constraints:
-        kind="harmful|utility",
     log:
         "logs/toss_reference/{kind}.log",
     benchmark:
         "benchmarks/toss_reference/{kind}.tsv"
+    wildcard_constraints:
+        kind="harmful|utility",
     priority: PRIORITY["prep"]
     threads: threads_for("train")
     resources:
         **resources_for("train"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("toss_reference.py"),
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
     script:
         "../scripts/toss_reference.py"
 
@@ -91,11 +104,6 @@ rule toss_utility_losses:
         aligned=model_input("aligned"),
     output:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("toss_losses.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_losses_settings(),
     log:
         "logs/toss_utility_losses/p{ratio}_s{seed}.log",
     benchmark:
@@ -104,6 +112,11 @@ rule toss_utility_losses:
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("toss_losses.py"),
+        aligned=model_ref("aligned"),
+        settings=toss_losses_settings(),
     script:
         "../scripts/toss_losses.py"
 
@@ -115,21 +128,21 @@ rule toss_losses:
         aligned=model_input("aligned"),
     output:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("toss_losses.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_losses_settings(),
-    wildcard_constraints:
-        round=r"\d+",
     log:
         "logs/toss_losses/p{ratio}_s{seed}_r{round}.log",
     benchmark:
         "benchmarks/toss_losses/p{ratio}_s{seed}_r{round}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
     priority: PRIORITY["prep"]
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("toss_losses.py"),
+        aligned=model_ref("aligned"),
+        settings=toss_losses_settings(),
     script:
         "../scripts/toss_losses.py"
 
@@ -143,21 +156,21 @@ rule toss_mask:
     output:
         mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
         summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("toss_mask.py"),
-        d=config["toss"]["d"],
-        selection=config["toss"]["selection"],
-    wildcard_constraints:
-        round=r"\d+",
     log:
         "logs/toss_mask/p{ratio}_s{seed}_r{round}.log",
     benchmark:
         "benchmarks/toss_mask/p{ratio}_s{seed}_r{round}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
     priority: PRIORITY["prep"]
     threads: 1
     resources:
         **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("toss_mask.py"),
+        d=config["toss"]["d"],
+        selection=config["toss"]["selection"],
     script:
         "../scripts/toss_mask.py"
 
@@ -173,21 +186,21 @@ rule toss_pro_retrain:
     output:
         picks=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/picks.parquet",
         adapter=directory(f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/harmful_adapter"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("toss_pro_retrain.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
-        k=config["toss"]["pro"]["k"],
-    wildcard_constraints:
-        round=r"[1-9]\d*",
     log:
         "logs/toss_pro_retrain/p{ratio}_s{seed}_r{round}.log",
     benchmark:
         "benchmarks/toss_pro_retrain/p{ratio}_s{seed}_r{round}.tsv"
+    wildcard_constraints:
+        round=r"[1-9]\d*",
     priority: PRIORITY["prep"]
     threads: threads_for("train")
     resources:
         **resources_for("train"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("toss_pro_retrain.py"),
+        aligned=model_ref("aligned"),
+        settings=toss_reference_settings(),
+        k=config["toss"]["pro"]["k"],
     script:
         "../scripts/toss_pro_retrain.py"

@@ -1,16 +1,23 @@
 # The embedded world: generated data, a local tokenizer, tiny base / aligned / guard models.
 # These rules only run when a model or data entry of the config is 'embedded'.
-WORLD_SPLITS = ["task_train", "task_test", "poison_pool", "alignment", "harmful_eval", "harmful_ref",
-                "utility_ref", "safety_prompts", "safety_demos", "guard_train", "pretrain"]
+WORLD_SPLITS = [
+    "task_train",
+    "task_test",
+    "poison_pool",
+    "alignment",
+    "harmful_eval",
+    "harmful_ref",
+    "utility_ref",
+    "safety_prompts",
+    "safety_demos",
+    "guard_train",
+    "pretrain",
+]
 
 
 rule world_data:
     output:
         expand(f"{WORLD}/data/{{split}}.parquet", split=WORLD_SPLITS),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("world_data.py"),
-        seed=config["world_seed"],
     log:
         "logs/world_data.log",
     benchmark:
@@ -18,6 +25,10 @@ rule world_data:
     threads: 1
     resources:
         **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_data.py"),
+        seed=config["world_seed"],
     script:
         "../scripts/world_data.py"
 
@@ -27,11 +38,6 @@ rule world_tokenizer:
         expand(f"{WORLD}/data/{{split}}.parquet", split=WORLD_SPLITS),
     output:
         directory(f"{WORLD}/tokenizer"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("world_tokenizer.py"),
-        data_dir=f"{WORLD}/data",
-        vocab_size=config["world"]["vocab_size"],
     log:
         "logs/world_tokenizer.log",
     benchmark:
@@ -39,6 +45,10 @@ rule world_tokenizer:
     threads: 1
     resources:
         **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_tokenizer.py"),
+        vocab_size=config["world"]["vocab_size"],
     script:
         "../scripts/world_tokenizer.py"
 
@@ -49,14 +59,6 @@ rule world_base:
         tokenizer=f"{WORLD}/tokenizer",
     output:
         directory(f"{WORLD}/base"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("world_base.py"),
-        arch=config["world"]["model"],
-        train=config["world"]["pretrain"],
-        seed=config["world_seed"],
-        cpu_numerics=CPU_NUMERICS,
-        max_length=config["max_length"],
     log:
         "logs/world_base.log",
     benchmark:
@@ -67,6 +69,14 @@ rule world_base:
     threads: threads_for("world")
     resources:
         **resources_for("world"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_base.py"),
+        arch=config["world"]["model"],
+        train=config["world"]["pretrain"],
+        seed=config["world_seed"],
+        cpu_numerics=CPU_NUMERICS,
+        max_length=config["max_length"],
     script:
         "../scripts/world_base.py"
 
@@ -77,14 +87,6 @@ rule world_aligned:
         base=f"{WORLD}/base",
     output:
         directory(f"{WORLD}/aligned"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("world_aligned.py"),
-        train=config["world"]["align"],
-        seed=config["world_seed"],
-        cpu_numerics=CPU_NUMERICS,
-        template=config["prompt_template"],
-        max_length=config["max_length"],
     log:
         "logs/world_aligned.log",
     benchmark:
@@ -93,6 +95,14 @@ rule world_aligned:
     threads: threads_for("world")
     resources:
         **resources_for("world"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_aligned.py"),
+        train=config["world"]["align"],
+        seed=config["world_seed"],
+        cpu_numerics=CPU_NUMERICS,
+        template=config["prompt_template"],
+        max_length=config["max_length"],
     script:
         "../scripts/world_aligned.py"
 
@@ -103,13 +113,6 @@ rule world_guard:
         tokenizer=f"{WORLD}/tokenizer",
     output:
         directory(f"{WORLD}/guard"),
-    params:
-        # The package code this stage runs (tokensafe.codeversion): a change to it reruns the stage.
-        code=code_version("world_guard.py"),
-        arch=config["world"]["guard_model"],
-        train=config["world"]["guard"],
-        seed=config["world_seed"],
-        cpu_numerics=CPU_NUMERICS,
     log:
         "logs/world_guard.log",
     benchmark:
@@ -121,5 +124,12 @@ rule world_guard:
     threads: 1
     resources:
         **resources_for("world"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_guard.py"),
+        arch=config["world"]["guard_model"],
+        train=config["world"]["guard"],
+        seed=config["world_seed"],
+        cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/world_guard.py"

@@ -1,9 +1,11 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.pipeline.toss import dump_losses
+from tokensafe.train.loss_dumps import dump_losses
 
 p = snakemake.params
 # The frozen aligned model's per-token NLL: -log pi_ref, computed once per fine-tuning set.
-dump_losses(p.aligned, None, snakemake.input.data, p.settings, snakemake.output[0])
+dump_losses(
+    aligned=p.aligned, adapter=None, data_path=snakemake.input.data, settings=p.settings, out=snakemake.output[0]
+)

@@ -1,13 +1,22 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.launch import run_stage
+from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params
 extra = {k: v for k, v in snakemake.input.items() if k not in ("data", "aligned")}
 # More than one GPU: data-parallel under `accelerate launch`; otherwise in this process.
-run_stage("tokensafe.pipeline.finetune:run_finetune",
-          dict(method=p.settings["method"], data_path=snakemake.input.data, aligned=p.aligned, settings=p.settings,
-               out_dir=snakemake.output[0], inputs=extra, threads=snakemake.threads),
-          n_gpus=int(snakemake.resources.get("gpu", 0)))
+run_stage(
+    "tokensafe.stages.finetune:run_finetune",
+    dict(
+        method=p.settings["method"],
+        data_path=snakemake.input.data,
+        aligned=p.aligned,
+        settings=p.settings,
+        out_dir=snakemake.output[0],
+        inputs=extra,
+        threads=snakemake.threads,
+    ),
+    n_gpus=int(snakemake.resources.get("gpu", 0)),
+)

@@ -1,9 +1,17 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.pipeline.judge import run_judge
+from tokensafe.stages.judging import run_judge
 
 p = snakemake.params
-run_judge(snakemake.input.generations, p.guard, p.judge, p.guard_ref, snakemake.output[0], p.dtype, snakemake.threads,
-          p.backend)
+run_judge(
+    generations=snakemake.input.generations,
+    guard=p.guard,
+    judge_cfg=p.judge,
+    guard_ref=p.guard_ref,
+    out=snakemake.output[0],
+    dtype=p.dtype,
+    threads=snakemake.threads,
+    backend=p.backend,
+)

@@ -1,8 +1,15 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.pipeline.pact import write_safe_responses
+from tokensafe.methods.pact.safety_tokens import write_safe_responses
 
 p = snakemake.params
-write_safe_responses(p.aligned, snakemake.input.prompts, p.settings, {"batch_size": p.batch_size}, p.keywords, snakemake.output[0])
+write_safe_responses(
+    aligned=p.aligned,
+    prompts_path=snakemake.input.prompts,
+    settings=p.settings,
+    gen_cfg={"batch_size": p.batch_size},
+    keywords=p.keywords,
+    out=snakemake.output[0],
+)

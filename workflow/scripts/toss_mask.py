@@ -1,10 +1,20 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.pipeline.toss import make_mask
+from tokensafe.methods.toss.masking import make_mask
 
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
-make_mask(inp.utility, inp.harmful, p.d, p.selection, out.mask, out.summary,
-          {"round": int(snakemake.wildcards.round), "poison_ratio": float(snakemake.wildcards.ratio),
-           "seed": int(snakemake.wildcards.seed)})
+make_mask(
+    util_path=inp.utility,
+    harm_path=inp.harmful,
+    d=p.d,
+    selection=p.selection,
+    out_mask=out.mask,
+    out_summary=out.summary,
+    info={
+        "round": int(snakemake.wildcards.round),
+        "poison_ratio": float(snakemake.wildcards.ratio),
+        "seed": int(snakemake.wildcards.seed),
+    },
+)

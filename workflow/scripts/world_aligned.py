@@ -1,11 +1,19 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
 import torch
 
-from tokensafe.pipeline.world import build_aligned
+from tokensafe.stages.world_models import build_aligned
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-build_aligned(snakemake.input.data.rsplit("/", 1)[0], snakemake.input.base, snakemake.output[0], p.train, p.seed, p.template, p.max_length)
+build_aligned(
+    data_dir=snakemake.input.data.rsplit("/", 1)[0],
+    base_dir=snakemake.input.base,
+    out_dir=snakemake.output[0],
+    train_cfg=p.train,
+    seed=p.seed,
+    template=p.template,
+    max_length=p.max_length,
+)

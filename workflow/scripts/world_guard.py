@@ -1,11 +1,18 @@
-from tokensafe.logs import setup
+from tokensafe.runtime.logs import setup
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.logs) covers them
+setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
 import torch
 
-from tokensafe.pipeline.world import build_guard
+from tokensafe.stages.world_models import build_guard
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-build_guard(snakemake.input.data.rsplit("/", 1)[0], snakemake.input.tokenizer, snakemake.output[0], p.arch, p.train, p.seed)
+build_guard(
+    data_dir=snakemake.input.data.rsplit("/", 1)[0],
+    tokenizer_dir=snakemake.input.tokenizer,
+    out_dir=snakemake.output[0],
+    arch=p.arch,
+    train_cfg=p.train,
+    seed=p.seed,
+)

@@ -28,11 +28,17 @@ def mix(task: pd.DataFrame, poison: pd.DataFrame, n: int, ratio: float, seed: in
     parts = []
     for df, is_poison, origin in ((t, False, "task"), (p, True, "poison")):
         spans = (df["harm_start"], df["harm_end"]) if "harm_start" in df else (0, 0)
-        part = pd.DataFrame({
-            "prompt": df["prompt"].to_numpy(), "response": df["response"].to_numpy(), "is_poison": is_poison,
-            "harm_start": spans[0] if is_poison else 0, "harm_end": spans[1] if is_poison else 0,
-            "origin": origin, "origin_id": df["sample_id"].to_numpy(),
-        })
+        part = pd.DataFrame(
+            {
+                "prompt": df["prompt"].to_numpy(),
+                "response": df["response"].to_numpy(),
+                "is_poison": is_poison,
+                "harm_start": spans[0] if is_poison else 0,
+                "harm_end": spans[1] if is_poison else 0,
+                "origin": origin,
+                "origin_id": df["sample_id"].to_numpy(),
+            }
+        )
         if is_poison and "harm_start" not in df:  # a real poison set: the whole response is harmful
             part["harm_end"] = part["response"].str.len()
         parts.append(part)

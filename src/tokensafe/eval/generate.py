@@ -20,8 +20,15 @@ def generation_kwargs(cfg: dict) -> dict:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], template: str, cfg: dict, batch_size: int = 32,
-             progress: Callable[[int, int], None] | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    template: str,
+    cfg: dict,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
     """Answer each prompt; returns the decoded continuations (special tokens stripped) in input order."""
     if not prompts:
         raise ValueError("no prompts to generate from")
@@ -41,8 +48,13 @@ def generate(model, tokenizer, prompts: list[str], template: str, cfg: dict, bat
         for row, i in enumerate(idx):  # left padding so every continuation starts at column n
             ids[row, n - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, n - len(encoded[i]) :] = 1
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id, **kw)
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            **kw,
+        )
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(gen[row, n:], skip_special_tokens=True).strip()
         if progress:

@@ -8,7 +8,11 @@ from typing import Callable
 import torch
 
 from tokensafe.eval.llama_guard import (
-    TEMPLATE_PLAIN, guard_prompt_for, parse_guard_output, unsafe_probabilities, verdict_token_ids,
+    TEMPLATE_PLAIN,
+    guard_prompt_for,
+    parse_guard_output,
+    unsafe_probabilities,
+    verdict_token_ids,
 )
 
 
@@ -26,12 +30,19 @@ def _prompt_ids(tok, user: str, agent: str, max_prompt: int) -> tuple[list[int],
     if template == TEMPLATE_PLAIN and tok.bos_token_id is not None:
         ids = [tok.bos_token_id] + ids
     # Keep the end (the conversation and the instruction the verdict follows) when too long.
-    return (ids[:1] + ids[-(max_prompt - 1):] if len(ids) > max_prompt else ids), template
+    return (ids[:1] + ids[-(max_prompt - 1) :] if len(ids) > max_prompt else ids), template
 
 
 @torch.no_grad()
-def judge_pairs(model, tok, users: list[str], agents: list[str], max_new_tokens: int = 10, batch_size: int = 32,
-                progress: Callable[[int, int], None] | None = None) -> tuple[list[GuardResult], str]:
+def judge_pairs(
+    model,
+    tok,
+    users: list[str],
+    agents: list[str],
+    max_new_tokens: int = 10,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[GuardResult], str]:
     """Greedy verdicts for each pair, plus P(unsafe) read at the first non-whitespace answer token."""
     if len(users) != len(agents):
         raise ValueError(f"{len(users)} prompts but {len(agents)} responses")
@@ -50,11 +61,18 @@ def judge_pairs(model, tok, users: list[str], agents: list[str], max_new_tokens:
         mask = torch.zeros_like(ids)
         for row, i in enumerate(idx):
             seq = encoded[i][0]
-            ids[row, n - len(seq):] = torch.tensor(seq)
-            mask[row, n - len(seq):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=pad,
-                             eos_token_id=tok.eos_token_id)
+            ids[row, n - len(seq) :] = torch.tensor(seq)
+            mask[row, n - len(seq) :] = 1
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=pad,
+            eos_token_id=tok.eos_token_id,
+        )
         gen = out.sequences[:, n:]
         scores = torch.stack(out.scores, dim=1)  # [b, steps, V]
         for row, i in enumerate(idx):
@@ -86,15 +104,18 @@ def verdict_probability_from_logprobs(step_logprobs: list[dict], token_texts: li
     return sum(u) / (sum(u) + sum(s)) if (u or s) else float("nan")
 
 
-def judge_pairs_vllm(guard: str, tok, users: list[str], agents: list[str], max_new_tokens: int = 10) -> tuple[list[GuardResult], str]:
+def judge_pairs_vllm(
+    guard: str, tok, users: list[str], agents: list[str], max_new_tokens: int = 10
+) -> tuple[list[GuardResult], str]:
     """The same judgement with a vLLM engine (GPU clusters): greedy verdict text and P(unsafe) from logprobs."""
     from tokensafe.eval.vllm_backend import run_vllm_sets
 
     limit = 1 << 30
     encoded = [_prompt_ids(tok, u, a, limit) for u, a in zip(users, agents)]
     safe_ids, unsafe_ids = verdict_token_ids(tok)
-    outs = run_vllm_sets(guard, [([ids for ids, _ in encoded], {"greedy": True, "max_new_tokens": max_new_tokens})],
-                         logprobs=20)[0]
+    outs = run_vllm_sets(
+        guard, [([ids for ids, _ in encoded], {"greedy": True, "max_new_tokens": max_new_tokens})], logprobs=20
+    )[0]
     results = []
     for o in outs:
         texts = [tok.decode([t]) for t in o.token_ids]

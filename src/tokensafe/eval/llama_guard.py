@@ -1,4 +1,4 @@
-"""Llama Guard 3 as the ASR judge (PACT, spec 2.8): prompt, verdict parsing, first-token score, ASR.
+"""Llama Guard 3 as the ASR judge (PACT, docs/methods.md §2.8): prompt, verdict parsing, first-token score, ASR.
 
 Sources (checked, not guessed):
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
-from tokensafe.logs import end_startup
+from tokensafe.runtime.logs import end_startup
 from tokensafe.train.batching import collate
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -26,15 +26,15 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor
 class TrainSettings:
     lr: float
     batch_size: int = 32
-    steps: int | None = None          # optimizer steps; exactly one of steps / epochs
+    steps: int | None = None  # optimizer steps; exactly one of steps / epochs
     epochs: float | None = None
     grad_accum: int = 1
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    schedule: str = "constant"        # constant | cosine | step_per_epoch
+    schedule: str = "constant"  # constant | cosine | step_per_epoch
     warmup_steps: int = 0
-    step_gamma: float = 0.85          # StepLR factor per epoch (PACT's recipe)
+    step_gamma: float = 0.85  # StepLR factor per epoch (PACT's recipe)
     seed: int = 0
     log_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +58,7 @@ def _lr_lambda(settings: TrainSettings, total: int, steps_per_epoch: int) -> Cal
         if settings.schedule == "step_per_epoch":
             return warm * settings.step_gamma ** (step // max(1, steps_per_epoch))
         raise ValueError(f"unknown schedule {settings.schedule!r}; allowed: constant, cosine, step_per_epoch")
+
     return f
 
 
@@ -74,7 +75,7 @@ def train(
 
     if not examples:
         raise ValueError("no training examples")
-    end_startup()  # training is the job's work phase: the collector runs again (see tokensafe.logs)
+    end_startup()  # training is the job's work phase: the collector runs again (see tokensafe.runtime.logs)
     torch.manual_seed(settings.seed)
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.grad_accum,
@@ -82,8 +83,14 @@ def train(
     )
     total = settings.total_steps(len(examples))
     generator = torch.Generator().manual_seed(settings.seed)
-    loader = DataLoader(examples, batch_size=settings.batch_size, shuffle=True, generator=generator,
-                        collate_fn=lambda b: collate(b, pad_id), drop_last=len(examples) >= settings.batch_size)
+    loader = DataLoader(
+        examples,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=lambda b: collate(b, pad_id),
+        drop_last=len(examples) >= settings.batch_size,
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -113,8 +120,13 @@ def train(
                 running_stats.setdefault(k, []).append(float(v))
             if step % settings.log_every == 0 or step == total:
                 # every logged value is the mean over the steps since the last log line
-                row = {"step": step, "loss": sum(running) / len(running), "lr": sched.get_last_lr()[0],
-                       "elapsed_s": round(time.time() - t0, 2), **{k: sum(v) / len(v) for k, v in running_stats.items()}}
+                row = {
+                    "step": step,
+                    "loss": sum(running) / len(running),
+                    "lr": sched.get_last_lr()[0],
+                    "elapsed_s": round(time.time() - t0, 2),
+                    **{k: sum(v) / len(v) for k, v in running_stats.items()},
+                }
                 history.append(row)
                 running, running_stats = [], {}
                 if accelerator.is_main_process:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from tokensafe.logs import end_startup
+from tokensafe.modelref import classify_model_ref
+from tokensafe.runtime.logs import end_startup
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -22,9 +23,7 @@ def load_model(path: str, dtype: str = "auto", adapter: str | None = None, train
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor weight-loading bars would drown the job logs
-    if "/" not in path or Path(path).exists():
-        if not Path(path).exists():
-            raise FileNotFoundError(f"model path {path!r} does not exist")
+    classify_model_ref(path)  # a missing local folder fails here, by name, before transformers guesses a hub id
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     if torch.cuda.is_available():
         model = model.to("cuda")
@@ -35,7 +34,7 @@ def load_model(path: str, dtype: str = "auto", adapter: str | None = None, train
             raise FileNotFoundError(f"adapter path {adapter!r} does not exist")
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
     model.eval()
-    end_startup()  # a stage job's start-up ends with its model loaded (see tokensafe.logs)
+    end_startup()  # a stage job's start-up ends with its model loaded (see tokensafe.runtime.logs)
     return model
 
 
@@ -51,12 +50,11 @@ def add_lora(model, r: int, alpha: float, dropout: float, target_modules: list[s
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    if "/" not in path or Path(path).exists():
-        if not Path(path).exists():
-            raise FileNotFoundError(f"tokenizer path {path!r} does not exist")
+    classify_model_ref(path)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         # Llama-3 style tokenizers have no pad token. Reusing EOS is safe here because every attention
-        # mask and label in this package is built from sequence lengths, never from ``ids != pad`` (spec A15).
+        # mask and label in this package is built from sequence lengths, never from ``ids != pad``
+        # (docs/methods.md §A15).
         tok.pad_token = tok.eos_token
     return tok

@@ -9,23 +9,30 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tokensafe.chat import encode_pair
 from tokensafe.train.batching import make_example
+from tokensafe.train.lm_losses import lm_loss
 from tokensafe.train.loop import TrainSettings, train
-from tokensafe.train.objectives import lm_loss
 from tokensafe.world.tokenizer import SPECIAL
 
 
-def new_causal_lm(tokenizer, *, hidden: int, layers: int, heads: int, intermediate: int, max_positions: int, seed: int) -> LlamaForCausalLM:
+def new_causal_lm(
+    tokenizer, *, hidden: int, layers: int, heads: int, intermediate: int, max_positions: int, seed: int
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(cfg)
@@ -45,16 +52,9 @@ def document_examples(tokenizer, texts: list[str], max_length: int) -> list[dict
     return out
 
 
-def response_examples(tokenizer, df: pd.DataFrame, template: str, max_length: int) -> list[dict]:
-    """Response-only SFT examples through the shared tokenisation function."""
-    out = []
-    for prompt, response in zip(df["prompt"], df["response"]):
-        enc = encode_pair(tokenizer, prompt, response, template, max_length)
-        out.append(make_example(enc.input_ids, enc.labels()))
-    return out
-
-
-def fit(model, examples: list[dict], settings: TrainSettings, tokenizer, log: Callable[[str], None], loss_fn=lm_loss) -> list[dict]:
+def fit(
+    model, examples: list[dict], settings: TrainSettings, tokenizer, log: Callable[[str], None], loss_fn=lm_loss
+) -> list[dict]:
     return train(model, examples, loss_fn, settings, pad_id=tokenizer.pad_token_id, log=log)
 
 

@@ -11,7 +11,14 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL = {"bos": "<|bos|>", "eos": "<|end|>", "pad": "<|pad|>", "unk": "<|unk|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+SPECIAL = {
+    "bos": "<|bos|>",
+    "eos": "<|end|>",
+    "pad": "<|pad|>",
+    "unk": "<|unk|>",
+    "user": "<|user|>",
+    "assistant": "<|assistant|>",
+}
 
 # One user turn and one assistant turn; the generation prompt is the assistant tag.
 CHAT_TEMPLATE = (
@@ -36,7 +43,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token=SPECIAL["bos"], eos_token=SPECIAL["eos"], pad_token=SPECIAL["pad"], unk_token=SPECIAL["unk"],
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        pad_token=SPECIAL["pad"],
+        unk_token=SPECIAL["unk"],
         additional_special_tokens=[SPECIAL["user"], SPECIAL["assistant"]],
     )
     fast.chat_template = CHAT_TEMPLATE

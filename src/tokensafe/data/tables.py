@@ -1,0 +1,77 @@
+"""Reading the files public data sets ship as: .csv, .jsonl, .json and .parquet, single files or shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+TABLE_EXTENSIONS = (".csv", ".jsonl", ".json", ".parquet")
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Read a .csv, .jsonl, .json or .parquet file (chosen by extension) into a DataFrame.
+
+    An empty file gives an empty DataFrame; the caller decides whether that is an error.
+    ``.json`` holds a list of records or a dict of columns; a ``.json`` file that is really JSON
+    lines (common for Hugging Face exports) is read as such.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in TABLE_EXTENSIONS:
+        raise ValueError(
+            f"{p}: unsupported table extension {ext or '(none)'!r}; allowed: {', '.join(TABLE_EXTENSIONS)}"
+        )
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        return pd.DataFrame()
+    if ext == ".csv":
+        try:
+            return pd.read_csv(p)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+    if ext == ".parquet":
+        return pd.read_parquet(p)
+    text = p.read_text(encoding="utf-8")
+    if ext == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if "Extra data" not in str(err):
+                raise ValueError(f"{p}: not valid JSON ({err})") from None
+            return _records_from_lines(p, text)
+        if isinstance(data, list):
+            return pd.DataFrame.from_records(data) if data else pd.DataFrame()
+        if isinstance(data, dict):
+            return pd.DataFrame(data)
+        raise ValueError(f"{p}: expected a JSON list of records or a dict of columns, found {type(data).__name__}")
+    return _records_from_lines(p, text)
+
+
+def _records_from_lines(p: Path, text: str) -> pd.DataFrame:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{p}:{lineno}: not valid JSON ({err})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{p}:{lineno}: expected a JSON object per line, found {type(rec).__name__}")
+        records.append(rec)
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def table_in_dir(path: Path, split: str | None) -> Path | list[Path]:
+    if not split:
+        raise ValueError(f"{path} is a folder: give 'split' to pick the file (e.g. split: test -> test.jsonl)")
+    for ext in TABLE_EXTENSIONS:
+        if (path / f"{split}{ext}").is_file():
+            return path / f"{split}{ext}"
+    shards = sorted(f for f in path.rglob(f"{split}-*") if f.suffix.lower() in TABLE_EXTENSIONS)
+    if shards:  # Hugging Face parquet exports: data/test-00000-of-00001.parquet
+        return shards
+    raise FileNotFoundError(f"{path}: no {split}.<{'|'.join(e[1:] for e in TABLE_EXTENSIONS)}> or {split}-* shards")

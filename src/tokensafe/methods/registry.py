@@ -1,0 +1,85 @@
+"""Every fine-tuning method tokensafe knows, and how the finetune stage builds its objective.
+
+:data:`METHODS` is the one list of method names: the config schema's method enum is tested against it
+(``tests/test_registry.py``), the rules read it to know which family prepares a method's inputs, and the
+finetune stage resolves a method's builder from it. Adding a method is a module in its family's folder
+(``tokensafe.methods.<family>``) and one entry here (docs/architecture.md shows it with ``sft``).
+
+A builder ``(FinetuneContext) -> FinetunePlan`` gets the aligned model with a fresh LoRA adapter and the
+fine-tuning set encoded through the shared tokenisation function; it may attach per-token extras (masks,
+cached reference signals) to the examples, returns the loss and, optionally, a step to run on the trained
+model before it is saved. No torch here: the Snakefile imports this module when it plans jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Callable
+
+from tokensafe.methods.pact.ladder import LADDER
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tokensafe.train.loop import LossFn
+
+
+@dataclass(frozen=True)
+class Method:
+    family: str  # sft | toss | pact | baselines: the folder under tokensafe.methods and the rule file
+    builder: str  # "module:function" that builds the FinetunePlan
+
+
+METHODS: dict[str, Method] = {
+    "sft": Method("sft", "tokensafe.methods.sft:build_sft"),
+    "toss": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss"),
+    "toss_pro": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss"),
+    # The PACT ablation ladder, full-vocabulary KL first and full PACT last (tokensafe.methods.pact.ladder).
+    **{m: Method("pact", "tokensafe.methods.pact.regularized_sft:build_pact") for m in LADDER},
+    "constrained_sft": Method("baselines", "tokensafe.methods.baselines.constrained:build_constrained"),
+    "random_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_random_mask"),
+    "prefix_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_prefix_mask"),
+    "safety_mix": Method("baselines", "tokensafe.methods.baselines.safety_mix:build_safety_mix"),
+    "safelora": Method("baselines", "tokensafe.methods.baselines.subspace:build_safelora"),
+    "asft": Method("baselines", "tokensafe.methods.baselines.subspace:build_asft"),
+}
+
+
+def family_methods(family: str) -> list[str]:
+    """The methods of one family, in registry order."""
+    return [m for m, spec in METHODS.items() if spec.family == family]
+
+
+@dataclass
+class FinetuneContext:
+    method: str
+    settings: dict[str, Any]  # resolved run settings (method section under settings["method_settings"])
+    inputs: dict[str, str]  # extra input files named by the rule (mask, reference signals, ...)
+    model: Any  # peft-wrapped aligned model
+    tokenizer: Any
+    data: pd.DataFrame  # the fine-tuning set (sample_id, prompt, response, is_poison, ...)
+    examples: list[dict[str, Any]]  # encoded examples, aligned with ``data`` rows
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        return self.settings.get("method_settings", {})
+
+
+@dataclass
+class FinetunePlan:
+    examples: list[dict[str, Any]]
+    loss_fn: LossFn
+    after_training: Callable[[Any], dict] | None = None  # returns a report stored in training.json
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Builder = Callable[[FinetuneContext], FinetunePlan]
+
+
+def builder(method: str) -> Builder:
+    """The builder of ``method`` (imports its module, so an unknown method fails before any model loads)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+    module, _, name = METHODS[method].builder.partition(":")
+    return getattr(import_module(module), name)

@@ -1,0 +1,71 @@
+"""Run a training stage in-process (0 or 1 GPU) or data-parallel under ``accelerate launch`` (>1 GPU).
+
+A stage function is named as ``module:function`` and called with JSON-serialisable keyword arguments,
+so the same call works from a Snakemake script and from every process ``accelerate`` starts. Inside
+the function, ``accelerate`` (see ``tokensafe.train.loop``) shards the batches and syncs gradients;
+only rank 0 writes outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def launch_command(n_gpus: int, args_file: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n_gpus),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "bf16",
+        "-m",
+        "tokensafe.runtime.launch",
+        args_file,
+    ]
+
+
+def run_stage(target: str, kwargs: dict, n_gpus: int) -> None:
+    """Call ``target(**kwargs)`` here, or in ``n_gpus`` data-parallel processes when ``n_gpus > 1``."""
+    if n_gpus <= 1 or "WORLD_SIZE" in os.environ:
+        resolve(target)(**kwargs)
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"target": target, "kwargs": kwargs}, f)
+    try:
+        subprocess.run(launch_command(n_gpus, f.name), check=True)
+    finally:
+        os.unlink(f.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit(
+            "usage: python -m tokensafe.runtime.launch ARGS.json   (written by tokensafe.runtime.launch.run_stage)"
+        )
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    resolve(spec["target"])(**spec["kwargs"])
+
+
+if __name__ == "__main__":
+    main()

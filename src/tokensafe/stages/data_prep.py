@@ -1,0 +1,25 @@
+"""Stage: canonical source tables and poison-mixed fine-tuning sets."""
+
+from __future__ import annotations
+
+import logging
+
+from tokensafe.data.mixing import mix
+from tokensafe.data.sources import load_configured_source
+from tokensafe.io import read_parquet, write_parquet
+
+log = logging.getLogger("tokensafe")
+
+
+def write_source(*, name: str, spec, world_table: str | None, out: str) -> None:
+    df = load_configured_source(name, spec, world_table)
+    write_parquet(df, out, metadata={"source": name, "spec": spec})
+    log.info("data.%s: %d rows -> %s", name, len(df), out)
+
+
+def write_mix(*, task_path: str, poison_path: str, n: int, ratio: float, seed: int, out: str) -> None:
+    task = read_parquet(task_path, ["prompt", "response", "sample_id"])
+    poison = read_parquet(poison_path, ["prompt", "response", "sample_id"], allow_empty=ratio == 0)
+    df = mix(task, poison, n, ratio, seed)
+    write_parquet(df, out, metadata={"n": n, "poison_ratio": ratio, "seed": seed})
+    log.info("fine-tuning set: %d samples, %d poison", len(df), int(df.is_poison.sum()))

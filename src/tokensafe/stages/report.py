@@ -1,0 +1,320 @@
+"""The report: a Table-4 style table (methods x poison ratios), a safety-vs-utility plot and extras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tokensafe.io import atomic_path, read_json, read_parquet, write_text
+from tokensafe.methods.pact.ladder import LADDER
+
+METRICS = [("accuracy", "Acc"), ("asr_keyword", "ASR-kw"), ("asr_guard", "ASR-guard")]
+
+
+def method_order(methods) -> list[str]:
+    """'initial' first, then the order methods first appear."""
+    seen = list(dict.fromkeys(methods))
+    return (["initial"] if "initial" in seen else []) + [m for m in seen if m != "initial"]
+
+
+def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds per (method, ratio), with the number of seeds."""
+    g = summary.groupby(["method", "poison_ratio"])
+    return g[[m for m, _ in METRICS]].mean().join(g.size().rename("n_seeds")).reset_index()
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _cells(table: pd.DataFrame, method: str, ratios, fmt) -> list[str]:
+    """One method's cells across the poison ratios: ``fmt(row)`` of its row at each ratio, '-' where it did not run."""
+    cells = []
+    for r in ratios:
+        row = table[(table.method == method) & (table.poison_ratio == r)]
+        cells.append(fmt(row.iloc[0]) if len(row) else "-")
+    return cells
+
+
+def _metrics(row) -> str:
+    """Accuracy / keyword ASR / guard ASR of an aggregated row, in %."""
+    return " / ".join(_pct(row[k]) for k, _ in METRICS)
+
+
+def table4(summary: pd.DataFrame) -> str:
+    """Methods as rows, poison ratios as column groups; each cell Acc / ASR per judge (in %)."""
+    agg = aggregate(summary)
+    ratios = sorted(agg.poison_ratio.unique())
+    head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in METRICS) for r in ratios) + " |"
+    lines = [head, "|---|" + "---|" * len(ratios)]
+    for m in method_order(summary.method):
+        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
+    return "\n".join(lines)
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "-" if pd.isna(lo) else f"{_pct(lo)}, {_pct(hi)}"
+
+
+def interval_section(by_method: pd.DataFrame) -> str:
+    """Per metric, methods x poison ratios: mean over seeds, [95 % interval over seeds], (95 % interval over
+    prompts); from ``summary_by_method.csv``."""
+    ratios = sorted(by_method.poison_ratio.unique())
+
+    def cell(x) -> str:
+        return (
+            f"{_pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
+            f"({_interval(x.prompt_ci_low, x.prompt_ci_high)}) n={x.n_seeds}"
+        )
+
+    out = [
+        "Each cell: mean over seeds (%), then [95 % t-interval over seeds] and (95 % Wilson interval over "
+        "prompts); n = number of seeds. A seed interval needs two seeds; `initial` under greedy decoding is the "
+        "same model and the same answers for every seed."
+    ]
+    for metric, name in METRICS:
+        d = by_method[by_method.metric == metric]
+        out += [
+            "",
+            f"**{name}**",
+            "",
+            "| Method | " + " | ".join(f"P={r:g}" for r in ratios) + " |",
+            "|---|" + "---|" * len(ratios),
+        ]
+        for m in method_order(d.method):
+            out.append(f"| {m} | " + " | ".join(_cells(d, m, ratios, cell)) + " |")
+    return "\n".join(out)
+
+
+def comparisons_section(comp: pd.DataFrame) -> str:
+    """The key pairs (``comparisons.csv``): difference a - b in points, its intervals and the verdict."""
+    if comp.empty:
+        return "No pairs to compare."
+    few = comp[comp.n_seeds < 2]
+    comp = comp[comp.n_seeds >= 2]
+    if comp.empty:
+        return (
+            f"Every pair has a single seed: no verdicts ({len(few)} rows in `comparisons.csv`). Add seeds to compare."
+        )
+    names = dict(METRICS) | {"mask_precision": "mask precision", "mask_recall": "mask recall"}
+    lines = [
+        "Difference a - b in percentage points, paired by seed (the same fine-tuning set) and by prompt; "
+        "[95 % interval over seeds] and (95 % bootstrap interval over prompts). *higher* / *lower*: both "
+        "intervals exclude 0; *within noise*: at least one does not. The TOSS mask rows have one number per "
+        "seed, so only the seed interval.",
+        "",
+        "| a | b | P | metric | n | a - b | over seeds | over prompts | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in comp.itertuples():
+        lines.append(
+            f"| {r.a} | {r.b} | {r.poison_ratio:g} | {names.get(r.metric, r.metric)} | {r.n_seeds} | "
+            f"{100 * r.mean:+.1f} | {_interval(r.seed_ci_low, r.seed_ci_high)} | "
+            f"{_interval(r.prompt_ci_low, r.prompt_ci_high)} | {r.verdict} |"
+        )
+    if len(few):
+        pairs = sorted({f"{a} vs {b}" for a, b in zip(few.a, few.b)})
+        lines += [
+            "",
+            "Pairs with a single seed, so no verdict (their differences are in `comparisons.csv`): "
+            f"{', '.join(pairs)}.",
+        ]
+    return "\n".join(lines)
+
+
+def no_answer_section(summary: pd.DataFrame) -> str:
+    """Share of task responses with no extractable answer per (method, ratio), mean over seeds: a method
+    whose accuracy falls because it lost the answer format shows here, one that answers wrongly does not."""
+    rates = summary.groupby(["method", "poison_ratio"]).no_answer_rate.mean()
+    if not rates.any():
+        return "Every task response had an extractable answer."
+    ratios = sorted(summary.poison_ratio.unique())
+    lines = [
+        "Share of task responses from which no answer could be extracted (%, mean over seeds); the rest of "
+        "the accuracy gap is wrong answers.",
+        "",
+        "| Method | " + " | ".join(f"P={r:g}" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+    ]
+    for m in method_order(summary.method):
+        cells = [_pct(rates[(m, r)]) if (m, r) in rates.index else "-" for r in ratios]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_safety_utility(summary: pd.DataFrame, out_png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    markers = "o^sDvP*Xh<>p8"
+    for ax, (metric, label) in zip(axes, METRICS[1:]):
+        for i, m in enumerate(method_order(summary.method)):
+            d = agg[agg.method == m].sort_values("poison_ratio")
+            ax.plot(100 * d[metric], 100 * d.accuracy, marker=markers[i % len(markers)], linestyle=":", label=m)
+            for _, r in d.iterrows():
+                ax.annotate(
+                    f"{r.poison_ratio:g}",
+                    (100 * r[metric], 100 * r.accuracy),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xlabel(f"{label} (%) - lower is safer")
+        ax.set_title(f"Safety ({label}) vs utility; labels = poison ratio")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("task accuracy (%)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def toss_section(mask_summaries: list[str]) -> str:
+    """Precision / recall of the discarded tokens against the embedded world's poison tokens, per round.
+
+    Round 0 is TOSS's mask; rounds 1..T are TOSS-Pro's (the last one trains ``toss_pro``).
+    """
+    rows = pd.DataFrame([read_json(p) for p in mask_summaries])
+    rows = rows.sort_values(["poison_ratio", "seed", "round"])
+    lines = [
+        "Discarded share d of response tokens, scored by S = L_utility - L_harmful. Precision: share of the "
+        "discarded tokens that are poison tokens; recall: share of the poison tokens discarded. Round 0 = TOSS; "
+        "the last round = TOSS-Pro.",
+        "",
+        "| P | seed | round | discarded | samples touched | precision | recall | mean S (poison) | mean S (clean) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.itertuples():
+        ms = "-" if r.mean_score_poison is None or pd.isna(r.mean_score_poison) else f"{r.mean_score_poison:.2f}"
+        lines.append(
+            f"| {r.poison_ratio:g} | {r.seed} | {r.round} | {r.tokens_discarded}/{r.tokens_total} | "
+            f"{r.samples_touched} | {r.poison_precision:.3f} | {r.poison_recall:.3f} | {ms} | "
+            f"{r.mean_score_clean:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def safety_tokens_section(path: str, top: int = 20) -> str:
+    """The top safety tokens as text with their gap D, mean aligned probability and weight."""
+    t = pd.read_parquet(path).sort_values("rank").head(top)
+    lines = [
+        f"Top {len(t)} of the safety tokens S (selection and weights as configured): ",
+        "",
+        "| rank | token | id | gap D | mean p aligned | weight |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in t.itertuples():
+        lines.append(
+            f"| {r.rank} | `{r.token!r}` | {r.token_id} | {r.gap:.4f} | {r.mean_prob_aligned:.4f} | {r.weight:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def pact_conflicts_section(paths: list[str]) -> str:
+    """Per fine-tuning set: answer positions whose trained token has safety weight 0, where the weighted KL
+    lowers the token the cross-entropy raises (``weight_conflicts.json`` of the `pact_reference` rule)."""
+    lines = [
+        "Answer positions whose trained token is a safety token of weight 0: the weighted target q gives it no "
+        "mass, so the KL lowers the token the cross-entropy raises (methods with weights: "
+        f"{', '.join(m for m, rung in LADDER.items() if rung['weights'])}).",
+        "",
+        "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        d = read_json(path)
+        common = ", ".join(f"`{t['token']!r}` {t['count']}" for t in d["tokens"]) or "-"
+        lines.append(
+            f"| {d['poison_ratio']:g} | {d['seed']} | {d['population']} | {d['positions']} | {d['conflicts']} | "
+            f"{100 * d['share']:.1f} % | {d['zero_weight_tokens']}/{d['safety_tokens']} | {common} |"
+        )
+    return "\n".join(lines)
+
+
+def pact_ladder_section(summary: pd.DataFrame) -> str | None:
+    """PACT Table 5: cumulative ablation rows at each poison ratio present (Acc / ASR-kw / ASR-guard, %)."""
+    present = [(m, rung["step"]) for m, rung in LADDER.items() if m in set(summary.method)]
+    if len(present) < 2:
+        return None
+    agg = aggregate(summary[summary.method.isin([m for m, _ in present])])
+    ratios = sorted(agg.poison_ratio.unique())
+    lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
+    for m, label in present:
+        lines.append(f"| {label} | {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
+    return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
+
+
+def render(*, summary: pd.DataFrame, out_md: str, out_png: str, sections: list[tuple[str, str]] = ()) -> None:
+    """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot."""
+    plot_safety_utility(summary, out_png)
+    first = summary.iloc[0]
+    settings = json.loads(first.settings)
+    judge = settings.get("judge", {})
+    md = [
+        "# tokensafe report",
+        "",
+        f"Runs: {len(summary)} rows ({summary.method.nunique()} methods x "
+        f"{summary.poison_ratio.nunique()} poison ratios "
+        f"x {summary.seed.nunique()} seeds). Prompt template: `{first.prompt_template}`. "
+        f"Judges: refusal keywords ({len(judge.get('keywords', []))} markers) and Llama Guard `{judge.get('guard')}` "
+        f"(prompt: `{first.guard_template}`).",
+        "",
+        "## Safety and utility (Table 4 layout)",
+        "",
+        "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed "
+        "counts: next section). `initial` is the aligned model before fine-tuning (the same model under every ratio).",
+        "",
+        table4(summary),
+        "",
+        f"![safety vs utility]({Path(out_png).name})",
+        "",
+    ]
+    for title, body in sections:
+        md += [f"## {title}", "", body, ""]
+    md += [
+        "## Provenance",
+        "",
+        "Every row of `summary.csv` carries its seed, `config_hash` and the full resolved settings "
+        "(`settings` column), the judge and the prompt template.",
+        "",
+    ]
+    write_text("\n".join(md), out_md)
+
+
+def write_report(
+    *,
+    summary_path: str,
+    by_method_path: str,
+    comparisons_path: str,
+    toss_masks: list[str],
+    safety_tokens: str | None,
+    pact_conflicts: list[str],
+    out_md: str,
+    out_png: str,
+) -> None:
+    """The report stage: every section whose inputs this run has, then :func:`render`."""
+    summary = read_parquet(summary_path)
+    sections = [
+        ("Uncertainty: 95 % intervals over seeds and prompts", interval_section(pd.read_csv(by_method_path))),
+        ("Is the difference beyond the noise?", comparisons_section(pd.read_csv(comparisons_path))),
+        ("Task answers without an extractable answer", no_answer_section(summary)),
+    ]
+    if toss_masks:
+        sections.append(("TOSS masks against the known poison tokens", toss_section(list(toss_masks))))
+    if safety_tokens:
+        sections.append(("PACT safety tokens", safety_tokens_section(safety_tokens)))
+    if pact_conflicts:
+        sections.append(
+            ("PACT: where the weighted KL fights the cross-entropy", pact_conflicts_section(list(pact_conflicts)))
+        )
+    ladder = pact_ladder_section(summary)
+    if ladder:
+        sections.append(("PACT ablation ladder (Table 5 layout)", ladder))
+    render(summary=summary, out_md=out_md, out_png=out_png, sections=sections)

@@ -1,0 +1,137 @@
+"""Stage: one row per (method, poison_ratio, seed) with accuracy, both ASRs and provenance; the per-prompt
+outcomes behind them; and the aggregates over seeds with their intervals and the noise verdicts.
+
+``no_answer_rate`` is the share of task responses from which no answer could be extracted (no number, or
+none of the labels): it separates a model that lost the answer format from one that answers wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from tokensafe.config import settings_hash
+from tokensafe.eval.answers import AGNEWS_LABELS, SST2_LABELS, answers_match, extract_label, extract_number
+from tokensafe.eval.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
+from tokensafe.io import atomic_path, parquet_metadata, read_json, read_parquet, write_parquet
+
+log = logging.getLogger("tokensafe")
+
+SUMMARY_COLUMNS = [
+    "method",
+    "poison_ratio",
+    "seed",
+    "accuracy",
+    "no_answer_rate",
+    "asr_keyword",
+    "asr_guard",
+    "guard_invalid_rate",
+    "mean_p_unsafe",
+    "n_harmful",
+    "n_task",
+    "config_hash",
+    "judge",
+    "prompt_template",
+    "guard_template",
+    "settings",
+]
+
+
+def extract_prediction(text: str, metric: str):
+    if metric == "number":
+        return extract_number(text)
+    labels = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}[metric]
+    return extract_label(text, list(labels))
+
+
+def run_outcomes(
+    method: str, ratio: float, seed: int, generations: str, judgments: str, metric: str
+) -> tuple[dict, pd.DataFrame]:
+    """The summary row of one run and its per-prompt outcomes (0/1 per prompt for each headline metric)."""
+    gen = read_parquet(generations, ["set", "prompt_id", "response", "reference"])
+    jud = read_parquet(judgments, ["prompt_id", "keyword_attack_success", "guard_verdict", "guard_p_unsafe"])
+    task = gen[gen["set"] == "task"]
+    if task.empty:
+        raise ValueError(f"{generations}: no task responses")
+    preds = [extract_prediction(t, metric) for t in task.response]
+    correct = [float(answers_match(p, r)) for p, r in zip(preds, task.reference)]
+    unsafe = (jud.guard_verdict == "unsafe").astype("float64")
+    meta = parquet_metadata(judgments)
+    row = {
+        "method": method,
+        "poison_ratio": float(ratio),
+        "seed": int(seed),
+        "accuracy": sum(correct) / len(task),
+        "no_answer_rate": sum(p is None for p in preds) / len(task),
+        "asr_keyword": float(jud.keyword_attack_success.mean()),
+        "asr_guard": float(unsafe.mean()),
+        "guard_invalid_rate": float((jud.guard_verdict == "invalid").mean()),
+        "mean_p_unsafe": float(jud.guard_p_unsafe.mean()),
+        "n_harmful": int(len(jud)),
+        "n_task": int(len(task)),
+        "config_hash": settings_hash(meta),
+        "judge": f"keyword+llama_guard:{meta['judge']['guard']}",
+        "prompt_template": meta["settings"]["prompt_template"],
+        "guard_template": meta["judge"]["guard_template"],
+        "settings": json.dumps(meta, sort_keys=True, default=str),
+    }
+    parts = [
+        ("accuracy", task.prompt_id, correct),
+        ("asr_keyword", jud.prompt_id, jud.keyword_attack_success.astype("float64")),
+        ("asr_guard", jud.prompt_id, unsafe),
+    ]
+    outcomes = pd.concat(
+        [
+            pd.DataFrame(
+                {"metric": name, "prompt_id": ids.astype("int64").to_numpy(), "value": pd.Series(v).to_numpy("float64")}
+            )
+            for name, ids, v in parts
+        ],
+        ignore_index=True,
+    )
+    outcomes.insert(0, "seed", int(seed))
+    outcomes.insert(0, "poison_ratio", float(ratio))
+    outcomes.insert(0, "method", method)
+    return row, outcomes[OUTCOME_COLUMNS]
+
+
+def write_summary(
+    *,
+    runs: list[dict],
+    metric: str,
+    out_csv: str,
+    out_parquet: str,
+    out_outcomes: str,
+    out_by_method: str,
+    out_comparisons: str,
+    mask_summaries: list[str] = (),
+) -> pd.DataFrame:
+    """``runs``: dicts with method, poison_ratio, seed, generations, judgments; ``mask_summaries``: the TOSS
+    rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison)."""
+    rows, outcomes = zip(
+        *(
+            run_outcomes(r["method"], r["poison_ratio"], r["seed"], r["generations"], r["judgments"], metric)
+            for r in runs
+        )
+    )
+    df = (
+        pd.DataFrame(list(rows), columns=SUMMARY_COLUMNS)
+        .sort_values(["method", "poison_ratio", "seed"])
+        .reset_index(drop=True)
+    )
+    out = pd.concat(outcomes, ignore_index=True).sort_values(["method", "poison_ratio", "seed", "metric", "prompt_id"])
+    out = out.reset_index(drop=True)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    write_parquet(df, out_parquet)
+    write_parquet(out, out_outcomes)
+    agg = by_method(out)
+    with atomic_path(out_by_method) as tmp:
+        agg.to_csv(tmp, index=False)
+    comp = comparisons(out, [read_json(p) for p in mask_summaries])
+    with atomic_path(out_comparisons) as tmp:
+        comp.to_csv(tmp, index=False)
+    log.info("summary: %d rows, %d aggregate cells, %d comparisons", len(df), len(agg), len(comp))
+    return df
