@@ -118,8 +118,12 @@ def test_every_rule_script_calls_its_stage_with_keywords_only():
     checked = 0
     for script in scripts:
         tree = ast.parse(script.read_text())
-        imported = {a.asname or a.name: node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                    and node.module and node.module.startswith("tokensafe.") for a in node.names}
+        imported = {
+            a.asname or a.name: node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tokensafe.")
+            for a in node.names
+        }
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported):
                 continue
