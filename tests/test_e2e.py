@@ -178,9 +178,9 @@ def test_bad_config_leaves_results_intact(finished):
 @pytest.mark.parametrize(
     "module, edit, plan",
     [
-        ("report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
-        ("pipeline/generate.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
-        ("pipeline/generate.py", "\n# a comment and a docstring change nothing\n", {}),
+        ("stages/report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
+        ("stages/generation.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+        ("stages/generation.py", "\n# a comment and a docstring change nothing\n", {}),
     ],
 )
 def test_a_changed_package_module_reruns_the_stages_that_import_it(finished, tmp_path, module, edit, plan):

@@ -1,5 +1,10 @@
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from tokensafe.runtime import launch
 
@@ -23,7 +28,7 @@ def test_several_gpus_launch_data_parallel(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     seen = {}
 
-    def fake_run(cmd, check):
+    def fake_run(cmd):
         seen["cmd"] = cmd
         seen["spec"] = json.load(open(cmd[-1]))
         return subprocess.CompletedProcess(cmd, 0)
@@ -49,3 +54,54 @@ def test_rank_zero_is_main(monkeypatch):
     assert not launch.is_main_process()
     monkeypatch.setenv("RANK", "0")
     assert launch.is_main_process()
+
+
+def spawn_child(out: str) -> None:
+    """Start a child with multiprocessing's spawn method, as vLLM's engine core does, and record its answer."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    child = ctx.Process(target=_answer, args=(q,))
+    child.start()
+    child.join(60)
+    if child.exitcode != 0:
+        raise RuntimeError(f"the spawned child exited with status {child.exitcode}")
+    Path(out).write_text(q.get(timeout=5))
+
+
+def _answer(q) -> None:
+    q.put("spawned")
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_another_interpreter_runs_the_stage_under_the_spawn_guard(tmp_path, monkeypatch):
+    """generation.vllm.python: the stage runs in that interpreter via `-m tokensafe.runtime.launch`, whose
+    __main__ guard lets a spawned child start (vLLM's engine core is one)."""
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    out = tmp_path / "answer.txt"
+    launch.run_stage("test_launch:spawn_child", {"out": str(out)}, n_gpus=0, python=sys.executable)
+    assert out.read_text() == "spawned"
+
+
+def test_a_script_without_the_guard_cannot_spawn(tmp_path):
+    """What Snakemake's script runner does (module-level code, no __main__ guard) fails as vLLM does in it."""
+    script = tmp_path / "script.py"
+    script.write_text(f"from test_launch import spawn_child\nspawn_child({str(tmp_path / 'x.txt')!r})\n")
+    proc = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "bootstrapping phase" in proc.stderr
+    assert not (tmp_path / "x.txt").exists()
+
+
+def fail() -> None:
+    raise ValueError("stage broke")
+
+
+def test_a_failing_stage_in_another_interpreter_fails_the_job(monkeypatch, capfd):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    with pytest.raises(SystemExit, match=r"test_launch:fail failed in .* \(exit status 1"):
+        launch.run_stage("test_launch:fail", {}, n_gpus=0, python=sys.executable)
+    assert "ValueError: stage broke" in capfd.readouterr().err

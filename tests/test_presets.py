@@ -316,10 +316,15 @@ def test_vllm_preset_without_vllm_names_its_environment(preset, tmp_path):
     from tokensafe.eval.vllm_backend import vllm_available
 
     if load(preset)["generation"]["backend"] != "vllm" or vllm_available():
-        pytest.skip("needs a vllm preset on a machine without vLLM")
-    proc = snakemake(tmp_path, layout(preset, tmp_path), "-n", *REPLACE, check=False)
+        pytest.skip("needs a vllm preset on a machine without vLLM in the main environment")
+    target = tmp_path / layout(preset, tmp_path)
+    cfg = load(target)
+    cfg["generation"].setdefault("vllm", {})["python"] = "no-such-env/bin/python"  # as if `make vllm` never ran
+    target.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, target.relative_to(tmp_path), "-n", *REPLACE, check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "envs/vllm.yaml" in out
+    assert proc.returncode != 0 and "generation.vllm.python = 'no-such-env/bin/python' does not exist" in out
+    assert "make vllm" in out and "envs/vllm.yaml" in out
     assert not (tmp_path / "results").exists()
 
 

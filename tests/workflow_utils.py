@@ -25,8 +25,9 @@ def micro_config() -> dict:
     cfg["n_finetune"] = 60
     cfg["poison_ratios"] = [0.0, 0.1]
     cfg["methods"] = ["sft"]
-    cfg["world"]["model"] = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "max_positions": 160}
-    cfg["world"]["guard_model"] = {"hidden": 32, "layers": 1, "heads": 2, "intermediate": 64, "max_positions": 512}
+    # One head of 32: vLLM's CPU attention takes head sizes 32, 64, 80, ... (tests/test_vllm_engine.py runs it).
+    cfg["world"]["model"] = {"hidden": 32, "layers": 2, "heads": 1, "intermediate": 64, "max_positions": 160}
+    cfg["world"]["guard_model"] = {"hidden": 32, "layers": 1, "heads": 1, "intermediate": 64, "max_positions": 512}
     cfg["world"]["pretrain"] = {"lr": 3.0e-3, "batch_size": 16, "steps": 20}
     cfg["world"]["align"] = {"lr": 1.0e-3, "batch_size": 16, "steps": 10}
     cfg["world"]["guard"] = {"lr": 3.0e-3, "batch_size": 8, "steps": 5}

@@ -56,17 +56,36 @@ onerror:
     jobserver.stop(JOB_SERVER_SOCKET)
 
 
-# vLLM pins its own torch and transformers, so it lives in envs/vllm.yaml, used by the generate and
-# judge rules under --software-deployment-method conda. Without that (and without vLLM here), stop now.
+# vLLM pins its own torch and transformers, so it lives in its own environment: .venv-vllm (`make vllm`), whose
+# interpreter generation.vllm.python names (relative to this repository), or envs/vllm.yaml under
+# --software-deployment-method conda. The generate and judge jobs run their stage there; without it, stop now.
 VLLM_ENV = "../../envs/vllm.yaml"
 USE_VLLM = config["generation"]["backend"] == "vllm"
 if USE_VLLM:
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-    from tokensafe.eval.vllm_backend import VLLM_MISSING, vllm_available
+    from tokensafe.eval.vllm_backend import ENV_ENGINE, ENV_PYTHON, VLLM_MISSING, vllm_available, vllm_env_problem
 
     if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method and not vllm_available():
-        raise WorkflowError(f"generation.backend = vllm: {VLLM_MISSING}")
+        _python = os.path.join(workflow.basedir, config["generation"]["vllm"]["python"])
+        _problem = vllm_env_problem(os.path.abspath(_python), config["generation"]["vllm"]["python"])
+        if _problem:
+            raise WorkflowError(f"generation.backend = vllm: {_problem}. {VLLM_MISSING}")
+        # Jobs inherit it (SLURM jobs re-read this file); not a param: which interpreter runs vLLM reruns nothing.
+        os.environ[ENV_PYTHON] = os.path.abspath(_python)
+    # One engine for every generate job (tokensafe.eval.vllm_server) needs the jobs on one machine: local runs.
+    # Not a param either: per_run and shared write the same bytes (tests/test_vllm_engine.py).
+    os.environ[ENV_ENGINE] = config["generation"]["vllm"]["engine"] if workflow.local_exec else "per_run"
+
+
+def generation_params():
+    """What generation reads from config: the vLLM engine settings only with that backend, and neither the
+    interpreter nor whether the engine is shared (they change no output)."""
+    gen = {k: v for k, v in config["generation"].items() if k != "vllm"}
+    if USE_VLLM:
+        gen["vllm"] = {k: v for k, v in config["generation"]["vllm"].items() if k not in ("python", "engine")}
+    return gen
+
 
 WORLD = "results/world"
 SEEDS = [int(s) for s in config["seeds"]]

@@ -28,7 +28,7 @@ rule generate:
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("generate.py"),
         aligned=model_ref("aligned"),
-        generation=config["generation"],
+        generation=generation_params(),
         settings=generation_settings,
     script:
         "../scripts/generate.py"
@@ -57,6 +57,7 @@ rule judge:
         judge=config["judge"],
         dtype=config["models"].get("dtype", "auto"),
         backend=config["generation"]["backend"],
+        vllm=generation_params().get("vllm"),
         cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/judge.py"

@@ -2,17 +2,26 @@ from tokensafe.runtime.logs import setup
 
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.stages.generation import run_generate
+import os
+
+from tokensafe.eval.vllm_backend import ENV_ENGINE, stage_python
+from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params
-adapter = snakemake.input.adapter[0] if snakemake.input.adapter else None
-run_generate(
-    aligned=p.aligned,
-    adapter=adapter,
-    harmful_path=snakemake.input.harmful,
-    task_path=snakemake.input.task,
-    gen_cfg=p.generation,
-    settings=p.settings,
-    out=snakemake.output[0],
-    threads=snakemake.threads,
+run_stage(
+    "tokensafe.stages.generation:run_generate",
+    dict(
+        aligned=p.aligned,
+        adapter=snakemake.input.adapter[0] if snakemake.input.adapter else None,
+        harmful_path=snakemake.input.harmful,
+        task_path=snakemake.input.task,
+        gen_cfg=p.generation,
+        settings=p.settings,
+        out=snakemake.output[0],
+        threads=snakemake.threads,
+    ),
+    n_gpus=0,
+    # generation.backend: vllm runs the stage in the vLLM environment, under launch's __main__ guard.
+    # With a shared engine (generation.vllm.engine) the job is its client and stays here.
+    python=stage_python() if p.generation["backend"] == "vllm" and os.environ.get(ENV_ENGINE) != "shared" else None,
 )

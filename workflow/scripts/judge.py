@@ -2,16 +2,24 @@ from tokensafe.runtime.logs import setup
 
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.stages.judging import run_judge
+from tokensafe.eval.vllm_backend import stage_python
+from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params
-run_judge(
-    generations=snakemake.input.generations,
-    guard=p.guard,
-    judge_cfg=p.judge,
-    guard_ref=p.guard_ref,
-    out=snakemake.output[0],
-    dtype=p.dtype,
-    threads=snakemake.threads,
-    backend=p.backend,
+run_stage(
+    "tokensafe.stages.judging:run_judge",
+    dict(
+        generations=snakemake.input.generations,
+        guard=p.guard,
+        judge_cfg=p.judge,
+        guard_ref=p.guard_ref,
+        out=snakemake.output[0],
+        dtype=p.dtype,
+        threads=snakemake.threads,
+        backend=p.backend,
+        vllm_cfg=p.vllm,
+    ),
+    n_gpus=0,
+    # generation.backend: vllm judges with the same engine kind, in the vLLM environment.
+    python=stage_python() if p.backend == "vllm" else None,
 )

@@ -87,39 +87,43 @@ def judge_pairs(
     return results, ",".join(sorted(templates))
 
 
-def verdict_probability_from_logprobs(step_logprobs: list[dict], token_texts: list[str], safe_ids, unsafe_ids) -> float:
-    """P(unsafe) from vLLM's top log-probabilities at the first non-whitespace generated token.
-
-    Normalised over the verdict tokens that appear in the top list (a verdict token outside the top
-    list has negligible mass); NaN when neither appears.
-    """
+def verdict_probability_from_logprobs(step_logprobs: dict, safe_ids, unsafe_ids) -> float:
+    """P(unsafe) from vLLM's log-probabilities of the verdict tokens at one step: Σ_u p_u / (Σ_u p_u + Σ_s p_s),
+    as :func:`tokensafe.eval.llama_guard.unsafe_probabilities` computes it from logits; NaN when none is there."""
     import math
 
-    step = next((i for i, t in enumerate(token_texts) if t.strip()), 0)
-    if step >= len(step_logprobs) or not step_logprobs[step]:
-        return float("nan")
-    lp = {int(k): (v.logprob if hasattr(v, "logprob") else float(v)) for k, v in step_logprobs[step].items()}
+    lp = {int(k): (v.logprob if hasattr(v, "logprob") else float(v)) for k, v in (step_logprobs or {}).items()}
     u = [math.exp(lp[i]) for i in unsafe_ids if i in lp]
     s = [math.exp(lp[i]) for i in safe_ids if i in lp]
     return sum(u) / (sum(u) + sum(s)) if (u or s) else float("nan")
 
 
 def judge_pairs_vllm(
-    guard: str, tok, users: list[str], agents: list[str], max_new_tokens: int = 10
+    guard: str, tok, users: list[str], agents: list[str], vllm_cfg: dict, max_new_tokens: int = 10
 ) -> tuple[list[GuardResult], str]:
-    """The same judgement with a vLLM engine (GPU clusters): greedy verdict text and P(unsafe) from logprobs."""
-    from tokensafe.eval.vllm_backend import run_vllm_sets
+    """:func:`judge_pairs` through one vLLM engine: the same prompts (truncated the same way) and greedy verdicts
+    decoded the same way. P(unsafe) is read as :func:`judge_pairs` reads it, at the first non-whitespace verdict
+    token: a second one-token request continues each prompt with the whitespace the guard wrote, restricted to
+    the verdict tokens (``allowed_token_ids``), whose renormalised log-probabilities give the ratio exactly
+    (top-k log-probabilities of the free step miss verdict tokens outside the top k)."""
+    from transformers import AutoConfig
 
-    limit = 1 << 30
+    from tokensafe.eval.vllm_backend import Engine
+
+    limit = getattr(AutoConfig.from_pretrained(guard), "max_position_embeddings", 8192) - max_new_tokens
     encoded = [_prompt_ids(tok, u, a, limit) for u, a in zip(users, agents)]
     safe_ids, unsafe_ids = verdict_token_ids(tok)
-    outs = run_vllm_sets(
-        guard, [([ids for ids, _ in encoded], {"greedy": True, "max_new_tokens": max_new_tokens})], logprobs=20
-    )[0]
+    verdict = safe_ids + unsafe_ids
+    engine = Engine(guard, vllm_cfg, lora=False, logprobs_mode="processed_logprobs")
+    [outs] = engine.run([([ids for ids, _ in encoded], {"greedy": True, "max_new_tokens": max_new_tokens}, None)])
+    steps = [next((s for s, t in enumerate(o.token_ids) if tok.decode([t]).strip()), 0) for o in outs]
+    scoring = [ids + list(o.token_ids[:s]) for (ids, _), o, s in zip(encoded, outs, steps)]
+    one = {"greedy": True, "max_new_tokens": 1, "allowed_token_ids": verdict}
+    [scores] = engine.run([(scoring, one, None)], logprobs=len(verdict))
     results = []
-    for o in outs:
-        texts = [tok.decode([t]) for t in o.token_ids]
-        p = verdict_probability_from_logprobs(o.logprobs or [], texts, safe_ids, unsafe_ids)
-        v = parse_guard_output(o.text)
-        results.append(GuardResult(v.verdict, list(v.categories), p, o.text))
+    for o, sc in zip(outs, scores):
+        p = verdict_probability_from_logprobs(sc.logprobs[0] if sc.logprobs else {}, safe_ids, unsafe_ids)
+        raw = tok.decode(list(o.token_ids), skip_special_tokens=True)
+        v = parse_guard_output(raw)
+        results.append(GuardResult(v.verdict, list(v.categories), p, raw))
     return results, ",".join(sorted({t for _, t in encoded}))

@@ -1,4 +1,5 @@
-"""Run a training stage in-process (0 or 1 GPU) or data-parallel under ``accelerate launch`` (>1 GPU).
+"""Run a stage in-process (0 or 1 GPU), data-parallel under ``accelerate launch`` (>1 GPU), or in another Python
+environment (the vLLM one).
 
 A stage function is named as ``module:function`` and called with JSON-serialisable keyword arguments,
 so the same call works from a Snakemake script and from every process ``accelerate`` starts. Inside
@@ -43,15 +44,26 @@ def launch_command(n_gpus: int, args_file: str) -> list[str]:
     ]
 
 
-def run_stage(target: str, kwargs: dict, n_gpus: int) -> None:
-    """Call ``target(**kwargs)`` here, or in ``n_gpus`` data-parallel processes when ``n_gpus > 1``."""
+def run_stage(target: str, kwargs: dict, n_gpus: int, python: str | None = None) -> None:
+    """Call ``target(**kwargs)`` here, or in ``n_gpus`` data-parallel processes when ``n_gpus > 1``, or in another
+    interpreter (``python``: the vLLM environment's) through this module's guarded ``main``."""
+    if python is not None:
+        _run_file(target, kwargs, [python, "-m", "tokensafe.runtime.launch"])
+        return
     if n_gpus <= 1 or "WORLD_SIZE" in os.environ:
         resolve(target)(**kwargs)
         return
+    _run_file(target, kwargs, launch_command(n_gpus, "")[:-1])
+
+
+def _run_file(target: str, kwargs: dict, command: list[str]) -> None:
+    """Run ``command ARGS.json`` with the call written to ARGS.json; its failure is this stage's."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"target": target, "kwargs": kwargs}, f)
     try:
-        subprocess.run(launch_command(n_gpus, f.name), check=True)
+        proc = subprocess.run([*command, f.name])
+        if proc.returncode != 0:
+            raise SystemExit(f"{target} failed in {command[0]} (exit status {proc.returncode}; its error is above)")
     finally:
         os.unlink(f.name)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -31,23 +34,16 @@ def run_generate(
     task = read_parquet(task_path, ["prompt", "reference"])
     template = settings["prompt_template"]
     if gen_cfg["backend"] == "vllm":
-        from tokensafe.chat import prompt_text
-        from tokensafe.eval.vllm_backend import run_vllm_sets
         from tokensafe.train.lora import load_tokenizer
 
         tok = load_tokenizer(aligned)
-        cfg_h = {**gen_cfg, "seed": settings["seed"]}
-        cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
-
-        # Token ids, not text: a chat template that writes BOS would otherwise get a second one from vLLM.
-        def ids(prompts):
-            return [tok(prompt_text(tok, p, template), add_special_tokens=False)["input_ids"] for p in prompts]
-
-        h_out, t_out = run_vllm_sets(
-            aligned,
-            [(ids(harmful.prompt), cfg_h), (ids(task.prompt), cfg_t)],
-            adapter_path=adapter,
-            tensor_parallel_size=max(1, torch.cuda.device_count()),
+        [(h_out, t_out)] = vllm_responses(
+            aligned=aligned,
+            tokenizer=tok,
+            runs=[(adapter, list(harmful.prompt), list(task.prompt))],
+            gen_cfg=gen_cfg,
+            seed=settings["seed"],
+            template=template,
         )
     else:
         from tokensafe.eval.generate import generate
@@ -85,3 +81,36 @@ def run_generate(
     df = pd.concat(rows, ignore_index=True)[GEN_COLUMNS]
     write_parquet(df, out, metadata={"settings": settings, "generation": gen_cfg})
     log.info("generated %d harmful and %d task responses", len(harmful), len(task))
+
+
+def vllm_responses(
+    *,
+    aligned: str,
+    tokenizer,
+    runs: list[tuple[str | None, list[str], list[str]]],
+    gen_cfg: dict,
+    seed: int,
+    template: str,
+) -> list[tuple[list[str], list[str]]]:
+    """Harmful and task responses of each ``(adapter, harmful prompts, task prompts)`` run, all through one vLLM
+    engine on ``aligned`` (adapters as LoRA requests), decoded as the transformers backend decodes."""
+    from tokensafe.chat import encode_prompt
+    from tokensafe.eval.vllm_backend import ENV_ENGINE, decode_completion, run_vllm_sets, stage_python
+
+    cfg_h = {**gen_cfg, "seed": seed}
+    cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
+    sets = []
+    for adapter, harmful, task in runs:
+        # Token ids, not text: a chat template that writes BOS would otherwise get a second one from vLLM.
+        sets.append(([encode_prompt(tokenizer, p, template) for p in harmful], cfg_h, adapter))
+        sets.append(([encode_prompt(tokenizer, p, template) for p in task], cfg_t, adapter))
+    if os.environ.get(ENV_ENGINE) == "shared":  # one engine for every run's job (tokensafe.eval.vllm_server)
+        from tokensafe.eval.vllm_server import run_shared, socket_path
+
+        python = stage_python() or sys.executable
+        log_file = f"logs/vllm_engine/{Path(socket_path(python, aligned, gen_cfg['vllm'])).stem}.log"
+        outs = run_shared(python, aligned, gen_cfg["vllm"], sets, log_file)
+    else:
+        outs = run_vllm_sets(aligned, sets, gen_cfg["vllm"], seed=seed)
+    texts = [[decode_completion(tokenizer, c) for c in out] for out in outs]
+    return [(texts[2 * i], texts[2 * i + 1]) for i in range(len(runs))]

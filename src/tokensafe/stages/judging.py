@@ -24,6 +24,7 @@ def run_judge(
     dtype: str = "auto",
     threads: int = 1,
     backend: str = "transformers",
+    vllm_cfg: dict | None = None,
 ) -> None:
     from tokensafe.eval.guard_judge import judge_pairs, judge_pairs_vllm
     from tokensafe.train.lora import load_model, load_tokenizer
@@ -39,7 +40,7 @@ def run_judge(
     g = judge_cfg.get("guard", {})
     if backend == "vllm":
         results, template = judge_pairs_vllm(
-            guard, tok, list(harmful.prompt), list(harmful.response), g.get("max_new_tokens", 10)
+            guard, tok, list(harmful.prompt), list(harmful.response), vllm_cfg, g.get("max_new_tokens", 10)
         )
     else:
         model = load_model(guard, dtype)

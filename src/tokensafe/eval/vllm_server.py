@@ -1,0 +1,134 @@
+"""One vLLM engine shared by every generate job on the same base model (``generation.vllm.engine: shared``).
+
+Each run keeps its own ``generate`` job, so reruns stay per run; only the engine is shared. The first job that
+needs it starts this server in the vLLM environment (``python -m tokensafe.eval.vllm_server``), detached, on a
+Unix socket named by a hash of the interpreter, the model and the engine settings; later jobs connect to it
+and send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server
+answers one request at a time and exits once no job has connected for ``IDLE_S`` seconds. A socket is
+node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses per-run
+engines there.
+
+Protocol: one JSON line per request, ``{"sets": [[prompts, gen_cfg, adapter], ...], "logprobs": k | null}``,
+answered by one JSON line, ``{"outputs": [[{"token_ids": [...]}, ...], ...]}`` or ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+IDLE_S = 120  # a sweep's generate jobs start seconds apart; an engine idle this long is not needed any more
+START_TIMEOUT_S = 900
+
+
+def socket_path(python: str, model: str, vllm_cfg: dict) -> str:
+    key = json.dumps([python, os.path.abspath(model), vllm_cfg], sort_keys=True)
+    return f"{tempfile.gettempdir()}/tokensafe-vllm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+
+
+def _send(path: str, request: dict, timeout: float | None) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall((json.dumps(request) + "\n").encode())
+        with s.makefile("r") as f:
+            line = f.readline()
+    if not line:
+        raise RuntimeError(f"the shared vLLM engine at {path} closed the connection without an answer")
+    return json.loads(line)
+
+
+def _ready(path: str) -> bool:
+    try:
+        return _send(path, {"ping": True}, timeout=10).get("pong") is True
+    except OSError:
+        return False
+
+
+def ensure_server(python: str, model: str, vllm_cfg: dict, log_path: str) -> str:
+    """The socket of a running engine server for (python, model, settings), started here if there is none.
+    A lock file makes concurrent jobs start one server, not one each."""
+    path = socket_path(python, model, vllm_cfg)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _ready(path):
+            return path
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log:
+            proc = subprocess.Popen(
+                [python, "-m", "tokensafe.eval.vllm_server", path, model, json.dumps(vllm_cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.time() + START_TIMEOUT_S
+        while not _ready(path):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the shared vLLM engine exited while starting ({proc.returncode}); see {log_path}")
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the shared vLLM engine did not start in {START_TIMEOUT_S} s; see {log_path}")
+            time.sleep(1)
+    return path
+
+
+def run_shared(python: str, model: str, vllm_cfg: dict, sets: list, log_path: str) -> list[list[SimpleNamespace]]:
+    """:func:`tokensafe.eval.vllm_backend.run_vllm_sets` through the shared engine: per set, per prompt, an object
+    with the completion's ``token_ids``."""
+    path = ensure_server(python, model, vllm_cfg, log_path)
+    answer = _send(path, {"sets": [[list(p), cfg, a] for p, cfg, a in sets], "logprobs": None}, timeout=None)
+    if "error" in answer:
+        raise RuntimeError(f"the shared vLLM engine failed: {answer['error']} (its log: {log_path})")
+    return [[SimpleNamespace(token_ids=c["token_ids"]) for c in out] for out in answer["outputs"]]
+
+
+def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None:
+    from tokensafe.eval.vllm_backend import Engine
+
+    t0 = time.time()
+    engine = Engine(model, vllm_cfg, lora=True)
+    print(f"engine on {model} ready in {time.time() - t0:.1f} s", flush=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(16)
+        srv.settimeout(idle_s)
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                print(f"idle for {idle_s} s: exiting", flush=True)
+                break
+            with conn, conn.makefile("r") as f:
+                request = json.loads(f.readline() or "{}")
+                if request.get("ping"):
+                    conn.sendall(b'{"pong": true}\n')
+                    continue
+                t = time.time()
+                try:
+                    outs = engine.run([tuple(s) for s in request["sets"]], request.get("logprobs"))
+                    answer = {"outputs": [[{"token_ids": list(c.token_ids)} for c in o] for o in outs]}
+                except Exception as e:  # the job that sent it fails with the reason; the engine stays up
+                    answer = {"error": f"{type(e).__name__}: {e}"}
+                conn.sendall((json.dumps(answer) + "\n").encode())
+                n = sum(len(s[0]) for s in request["sets"])
+                print(
+                    f"{n} prompts, adapters {sorted({s[2] for s in request['sets'] if s[2]})}: {time.time() - t:.1f} s",
+                    flush=True,
+                )
+    os.unlink(path)
+
+
+if __name__ == "__main__":  # vLLM starts its engine core with spawn: the guard keeps the children from re-serving
+    serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
