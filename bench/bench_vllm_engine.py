@@ -1,7 +1,9 @@
 """vLLM generation for every run of a finished embedded sweep: an engine per generate job (per_run) against one
 engine for all of them (shared). Wall time, engine start-ups and their cost, from copies of the run folder.
 
-    .venv/bin/python bench/bench_vllm_engine.py [RUN_DIR]     # after `make run` and `make vllm`
+    .venv/bin/python bench/bench_vllm_engine.py [RUN_DIR] [SEED]   # after `make run` and `make vllm`
+
+SEED (default 1) picks the runs of one seed (14 of the default's 31: every method and initial), to keep it short.
 
 Only the generate jobs run (the default world's guard has a head size vLLM's CPU attention does not take).
 Engine start-up per engine is read from vLLM's own log lines ("Loading weights took", "init engine ... took").
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,12 +36,14 @@ def engine_seconds(text: str) -> list[float]:
     return [a + b for a, b in zip(load, init)]
 
 
-def run(mode: str, src: Path, work: Path) -> dict:
+def run(mode: str, src: Path, work: Path, seed: int) -> dict:
     wd = work / mode
     for name in ("results", ".snakemake"):
         shutil.copytree(src / name, wd / name, symlinks=True)
     targets = sorted(
-        str(Path(p).relative_to(src)) for p in glob.glob(f"{src}/results/runs/**/generations.parquet", recursive=True)
+        str(Path(p).relative_to(src))
+        for p in glob.glob(f"{src}/results/runs/**/generations.parquet", recursive=True)
+        if f"/s{seed}/" in p
     )
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["generation"]["backend"] = "vllm"
@@ -81,10 +86,15 @@ def run(mode: str, src: Path, work: Path) -> dict:
 
 def main() -> None:
     src = Path(sys.argv[1] if len(sys.argv) > 1 else REPO).resolve()
+    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run(mode, src, Path(tmp)) for mode in ("per_run", "shared")]
+        results = [run(mode, src, Path(tmp), seed) for mode in ("per_run", "shared")]
     out = REPO / "bench" / "results" / "vllm_engine_cpu.json"
-    out.write_text(json.dumps({"source": str(src), "results": results}, indent=2) + "\n")
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    meta = {"source": str(src), "seed": seed, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
     print(out.read_text())
 
 

@@ -28,7 +28,7 @@ def test_several_gpus_launch_data_parallel(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     seen = {}
 
-    def fake_run(cmd):
+    def fake_run(cmd, **kwargs):
         seen["cmd"] = cmd
         seen["spec"] = json.load(open(cmd[-1]))
         return subprocess.CompletedProcess(cmd, 0)
@@ -39,7 +39,11 @@ def test_several_gpus_launch_data_parallel(monkeypatch):
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert cmd[cmd.index("--num_processes") + 1] == "4"
     assert cmd[-3:-1] == ["-m", "tokensafe.runtime.launch"]
-    assert seen["spec"] == {"target": "tokensafe.stages.finetune:run_finetune", "kwargs": {"method": "sft"}}
+    assert seen["spec"] == {
+        "target": "tokensafe.stages.finetune:run_finetune",
+        "kwargs": {"method": "sft"},
+        "log": False,
+    }
 
 
 def test_inside_a_launched_process_runs_directly(monkeypatch):
@@ -105,3 +109,20 @@ def test_a_failing_stage_in_another_interpreter_fails_the_job(monkeypatch, capfd
     with pytest.raises(SystemExit, match=r"test_launch:fail failed in .* \(exit status 1"):
         launch.run_stage("test_launch:fail", {}, n_gpus=0, python=sys.executable)
     assert "ValueError: stage broke" in capfd.readouterr().err
+
+
+def say(words: str) -> None:
+    import logging
+
+    logging.getLogger("tokensafe").info("stage says %s", words)
+    print("and prints", words)
+
+
+def test_a_stage_in_another_interpreter_logs_into_the_jobs_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    log = tmp_path / "job.log"
+    log.write_text("the job's first line\n")
+    launch.run_stage("test_launch:say", {"words": "hello"}, n_gpus=0, python=sys.executable, log=str(log))
+    lines = log.read_text().splitlines()
+    assert lines[0] == "the job's first line"  # appended, not replaced
+    assert any(ln.endswith("INFO stage says hello") for ln in lines) and "and prints hello" in lines

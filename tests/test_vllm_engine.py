@@ -6,6 +6,7 @@ Skipped, with the reason, only where the vLLM environment is missing (`make test
 
 import copy
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -51,6 +52,15 @@ def test_switching_the_backend_reruns_generation_and_judging_only(runs):
     _, theirs, plan, configfile = runs
     assert plan == {"generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
     assert planned_jobs(theirs, configfile) == {}  # and then nothing is left to do
+
+
+def test_the_engine_and_the_stage_log_into_the_jobs_log(runs):
+    _, theirs, _, _ = runs
+    for rule, run in (("generate", "sft/p0.1/s1"), ("judge", "sft/p0.1/s1")):
+        text = (theirs / "logs" / rule / f"{run}.log").read_text()
+        assert "Loading weights took" in text  # vLLM's own log, from the vLLM interpreter
+    gen = (theirs / "logs" / "generate" / "sft" / "p0.1" / "s1.log").read_text()
+    assert re.search(r"INFO generated \d+ harmful and \d+ task responses", gen)  # the stage's, from there too
 
 
 def test_vllm_generations_are_the_transformers_generations(runs):

@@ -21,6 +21,7 @@ run_stage(
         threads=snakemake.threads,
     ),
     n_gpus=0,
+    log=snakemake.log[0],
     # generation.backend: vllm runs the stage in the vLLM environment, under launch's __main__ guard.
     # With a shared engine (generation.vllm.engine) the job is its client and stays here.
     python=stage_python() if p.generation["backend"] == "vllm" and os.environ.get(ENV_ENGINE) != "shared" else None,

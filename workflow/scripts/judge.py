@@ -20,6 +20,7 @@ run_stage(
         vllm_cfg=p.vllm,
     ),
     n_gpus=0,
+    log=snakemake.log[0],
     # generation.backend: vllm judges with the same engine kind, in the vLLM environment.
     python=stage_python() if p.backend == "vllm" else None,
 )

@@ -4,9 +4,9 @@ Each run keeps its own ``generate`` job, so reruns stay per run; only the engine
 needs it starts this server in the vLLM environment (``python -m tokensafe.eval.vllm_server``), detached, on a
 Unix socket named by a hash of the interpreter, the model and the engine settings; later jobs connect to it
 and send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server
-answers one request at a time and exits once no job has connected for ``IDLE_S`` seconds. A socket is
-node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses per-run
-engines there.
+runs one request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S``
+seconds. A socket is node-local, so on SLURM (one node per job) every job would start its own server: the
+workflow uses per-run engines there.
 
 Protocol: one JSON line per request, ``{"sets": [[prompts, gen_cfg, adapter], ...], "logprobs": k | null}``,
 answered by one JSON line, ``{"outputs": [[{"token_ids": [...]}, ...], ...]}`` or ``{"error": "..."}``.
@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,40 +94,49 @@ def run_shared(python: str, model: str, vllm_cfg: dict, sets: list, log_path: st
 
 
 def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None:
+    """Answer requests until no job has connected for ``idle_s`` seconds. Each connection gets a thread, so a
+    ping is answered while another job's prompts run (a busy engine is not a dead one); the engine itself
+    runs one request at a time."""
     from tokensafe.eval.vllm_backend import Engine
 
     t0 = time.time()
     engine = Engine(model, vllm_cfg, lora=True)
     print(f"engine on {model} ready in {time.time() - t0:.1f} s", flush=True)
-    if os.path.exists(path):
-        os.unlink(path)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
-        srv.bind(path)
-        srv.listen(16)
-        srv.settimeout(idle_s)
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                print(f"idle for {idle_s} s: exiting", flush=True)
-                break
-            with conn, conn.makefile("r") as f:
-                request = json.loads(f.readline() or "{}")
-                if request.get("ping"):
-                    conn.sendall(b'{"pong": true}\n')
-                    continue
+    busy = threading.Lock()
+
+    def handle(conn: socket.socket) -> None:
+        with conn, conn.makefile("r") as f:
+            request = json.loads(f.readline() or "{}")
+            if request.get("ping"):
+                conn.sendall(b'{"pong": true}\n')
+                return
+            with busy:
                 t = time.time()
                 try:
                     outs = engine.run([tuple(s) for s in request["sets"]], request.get("logprobs"))
                     answer = {"outputs": [[{"token_ids": list(c.token_ids)} for c in o] for o in outs]}
                 except Exception as e:  # the job that sent it fails with the reason; the engine stays up
                     answer = {"error": f"{type(e).__name__}: {e}"}
-                conn.sendall((json.dumps(answer) + "\n").encode())
                 n = sum(len(s[0]) for s in request["sets"])
-                print(
-                    f"{n} prompts, adapters {sorted({s[2] for s in request['sets'] if s[2]})}: {time.time() - t:.1f} s",
-                    flush=True,
-                )
+                adapters = sorted({s[2] for s in request["sets"] if s[2]})
+                print(f"{n} prompts, adapters {adapters}: {time.time() - t:.1f} s", flush=True)
+            conn.sendall((json.dumps(answer) + "\n").encode())
+
+    if os.path.exists(path):
+        os.unlink(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(64)
+        srv.settimeout(idle_s)
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                if busy.locked():
+                    continue  # a long request is not idleness
+                print(f"idle for {idle_s} s: exiting", flush=True)
+                break
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
     os.unlink(path)
 
 

@@ -44,11 +44,12 @@ def launch_command(n_gpus: int, args_file: str) -> list[str]:
     ]
 
 
-def run_stage(target: str, kwargs: dict, n_gpus: int, python: str | None = None) -> None:
+def run_stage(target: str, kwargs: dict, n_gpus: int, python: str | None = None, log: str | None = None) -> None:
     """Call ``target(**kwargs)`` here, or in ``n_gpus`` data-parallel processes when ``n_gpus > 1``, or in another
-    interpreter (``python``: the vLLM environment's) through this module's guarded ``main``."""
+    interpreter (``python``: the vLLM environment's) through this module's guarded ``main``, whose output (the
+    stage's log and vLLM's) is appended to ``log``, the job's log file."""
     if python is not None:
-        _run_file(target, kwargs, [python, "-m", "tokensafe.runtime.launch"])
+        _run_file(target, kwargs, [python, "-m", "tokensafe.runtime.launch"], log)
         return
     if n_gpus <= 1 or "WORLD_SIZE" in os.environ:
         resolve(target)(**kwargs)
@@ -56,14 +57,22 @@ def run_stage(target: str, kwargs: dict, n_gpus: int, python: str | None = None)
     _run_file(target, kwargs, launch_command(n_gpus, "")[:-1])
 
 
-def _run_file(target: str, kwargs: dict, command: list[str]) -> None:
+def _run_file(target: str, kwargs: dict, command: list[str], log: str | None = None) -> None:
     """Run ``command ARGS.json`` with the call written to ARGS.json; its failure is this stage's."""
+    from tokensafe.runtime.jobserver import ENV_SOCKET
+
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"target": target, "kwargs": kwargs}, f)
+        json.dump({"target": target, "kwargs": kwargs, "log": log is not None}, f)
+    env = {k: v for k, v in os.environ.items() if k != ENV_SOCKET}  # the child is no job to hand over
     try:
-        proc = subprocess.run([*command, f.name])
+        if log is None:
+            proc = subprocess.run([*command, f.name], env=env)
+        else:
+            with open(log, "a") as out:
+                proc = subprocess.run([*command, f.name], env=env, stdout=out, stderr=subprocess.STDOUT)
         if proc.returncode != 0:
-            raise SystemExit(f"{target} failed in {command[0]} (exit status {proc.returncode}; its error is above)")
+            where = f"its log: {log}" if log else "its error is above"
+            raise SystemExit(f"{target} failed in {command[0]} (exit status {proc.returncode}; {where})")
     finally:
         os.unlink(f.name)
 
@@ -76,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     with open(argv[0]) as f:
         spec = json.load(f)
+    if spec.get("log"):  # a stage in another interpreter: log as a stage job does, to stdout (the job's log)
+        from tokensafe.runtime.logs import setup
+
+        setup(None)
     resolve(spec["target"])(**spec["kwargs"])
 
 
