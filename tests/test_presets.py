@@ -55,9 +55,9 @@ FAMILY = {
     "summary": "report",
     "report": "report",
 }
-# The presets generate with vLLM, which is not installed here and lives in envs/vllm.yaml; a dry run with
-# --software-deployment-method conda needs a conda executable. The plan is the same with the transformers
-# backend (only the generate/judge rules' conda env differs), so the dry runs switch the backend.
+# The presets generate with vLLM, which lives in its own environment (.venv-vllm from `make vllm`, or
+# envs/vllm.yaml under --software-deployment-method conda, which needs a conda executable). The plan is the same
+# with the transformers backend (only where generate/judge run their stage differs), so the dry runs switch it.
 NO_VLLM = ("--config", "generation={'backend': 'transformers'}")
 # A preset is a complete config: it replaces config.yaml rather than extending it (recipes give epochs
 # where config.yaml gives steps, and the schema allows only one of them).
