@@ -157,3 +157,17 @@ def test_switching_between_per_run_and_shared_reruns_nothing(runs):
     cfg = vllm_config(micro_config())
     cfg["generation"]["vllm"]["engine"] = "shared"
     assert planned_jobs(theirs, write_config(cfg, theirs, "shared.yaml")) == {}
+
+
+def test_the_guard_can_judge_with_transformers_beside_vllm_generation(runs):
+    """judge.guard.backend: transformers keeps vLLM generation and judges as the transformers backend does (the
+    default world's guard has a head size vLLM's CPU attention refuses)."""
+    _, theirs, _, _ = runs
+    cfg = vllm_config(micro_config())
+    cfg["judge"]["guard"]["backend"] = "transformers"
+    assert planned_jobs(theirs, write_config(cfg, theirs, "judge_tf.yaml")) == {
+        "judge": 3,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }

@@ -60,7 +60,10 @@ onerror:
 # interpreter generation.vllm.python names (relative to this repository), or envs/vllm.yaml under
 # --software-deployment-method conda. The generate and judge jobs run their stage there; without it, stop now.
 VLLM_ENV = "../../envs/vllm.yaml"
-USE_VLLM = config["generation"]["backend"] == "vllm"
+GEN_BACKEND = config["generation"]["backend"]
+_judge_backend = config["judge"]["guard"].get("backend", "generation")
+JUDGE_BACKEND = GEN_BACKEND if _judge_backend == "generation" else _judge_backend
+USE_VLLM = "vllm" in (GEN_BACKEND, JUDGE_BACKEND)
 if USE_VLLM:
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -78,13 +81,22 @@ if USE_VLLM:
     os.environ[ENV_ENGINE] = config["generation"]["vllm"]["engine"] if workflow.local_exec else "per_run"
 
 
+def vllm_params():
+    """The vLLM engine settings that change outputs: neither the interpreter nor whether the engine is shared."""
+    return {k: v for k, v in config["generation"]["vllm"].items() if k not in ("python", "engine")}
+
+
 def generation_params():
-    """What generation reads from config: the vLLM engine settings only with that backend, and neither the
-    interpreter nor whether the engine is shared (they change no output)."""
+    """What generation reads from config: the vLLM engine settings only with that backend."""
     gen = {k: v for k, v in config["generation"].items() if k != "vllm"}
-    if USE_VLLM:
-        gen["vllm"] = {k: v for k, v in config["generation"]["vllm"].items() if k not in ("python", "engine")}
+    if GEN_BACKEND == "vllm":
+        gen["vllm"] = vllm_params()
     return gen
+
+
+def judge_params():
+    """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND)."""
+    return {**config["judge"], "guard": {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}}
 
 
 WORLD = "results/world"

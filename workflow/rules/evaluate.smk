@@ -20,7 +20,7 @@ rule generate:
         "benchmarks/generate/{run}.tsv"
     priority: PRIORITY["generate"]
     conda:
-        VLLM_ENV if USE_VLLM else None
+        VLLM_ENV if GEN_BACKEND == "vllm" else None
     threads: threads_for("generate")
     resources:
         **resources_for("generate"),
@@ -45,7 +45,7 @@ rule judge:
     benchmark:
         "benchmarks/judge/{run}.tsv"
     conda:
-        VLLM_ENV if USE_VLLM else None
+        VLLM_ENV if JUDGE_BACKEND == "vllm" else None
     threads: threads_for("judge")
     resources:
         **resources_for("judge"),
@@ -54,10 +54,10 @@ rule judge:
         code=code_version("judge.py"),
         guard=model_ref("guard"),
         guard_ref=config["models"]["guard"],
-        judge=config["judge"],
+        judge=judge_params(),
         dtype=config["models"].get("dtype", "auto"),
-        backend=config["generation"]["backend"],
-        vllm=generation_params().get("vllm"),
+        backend=JUDGE_BACKEND,
+        vllm=vllm_params() if JUDGE_BACKEND == "vllm" else None,
         cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/judge.py"
