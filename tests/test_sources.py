@@ -96,6 +96,32 @@ def test_real_gsm8k_limit_and_seed():
 # ---------------------------------------------------------------------------- generated files, each format
 
 
+def test_glue_sst2_tsv_loads_as_published(tmp_path):
+    """GLUE's SST-2 dev.tsv: tab-separated, a header, no quoting (a sentence may start with a quote)."""
+    path = tmp_path / "dev.tsv"
+    path.write_text(
+        'sentence\tlabel\nit \'s a charming and often affecting journey . \t1\n" dull " , long and loud \t0\n'
+    )
+    df = load_source({"path": str(path), "format": "sst2"})
+    assert df["prompt"].tolist() == [
+        SST2_INSTRUCTION + "\n\nit 's a charming and often affecting journey .",
+        SST2_INSTRUCTION + '\n\n" dull " , long and loud',
+    ]
+    assert df["reference"].tolist() == ["positive", "negative"] and df["sample_id"].tolist() == [0, 1]
+
+
+def test_a_malformed_delimited_table_names_its_file_and_line(tmp_path):
+    bad = tmp_path / "renamed_from_tsv.csv"
+    bad.write_text("goal,target\nrob a bank,Sure\nsteal, a car,Sure, here\n")
+    with pytest.raises(ValueError) as err:
+        load_table(bad)
+    assert str(err.value) == f"{bad}: not a valid CSV table (Expected 2 fields in line 3, saw 4)"
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_text("sentence\tlabel\nfine\t1\ntoo\tmany\t0\n")
+    with pytest.raises(ValueError, match=r"ragged.tsv: not a valid TSV table \(Expected 2 fields in line 3, saw 3\)"):
+        load_table(ragged)
+
+
 @pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
 def test_sst2_all_table_kinds(tmp_path, ext):
     raw = pd.DataFrame({"sentence": ["a charming film ", "dull and long"], "label": [1, 0], "idx": [0, 1]})
@@ -317,7 +343,7 @@ def test_empty_parquet_has_no_rows(tmp_path):
 def test_load_table_extension_and_missing_file(tmp_path):
     with pytest.raises(ValueError) as err:
         load_table(tmp_path / "data.xlsx")
-    assert "'.xlsx'" in str(err.value) and ".csv, .jsonl, .json, .parquet" in str(err.value)
+    assert "'.xlsx'" in str(err.value) and ".csv, .tsv, .jsonl, .json, .parquet" in str(err.value)
     missing = tmp_path / "nope.csv"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         load_table(missing)

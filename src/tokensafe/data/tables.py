@@ -1,21 +1,25 @@
-"""Reading the files public data sets ship as: .csv, .jsonl, .json and .parquet, single files or shards."""
+"""Reading the files public data sets ship as: .csv, .tsv, .jsonl, .json and .parquet, single files or shards."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
-TABLE_EXTENSIONS = (".csv", ".jsonl", ".json", ".parquet")
+TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
-    """Read a .csv, .jsonl, .json or .parquet file (chosen by extension) into a DataFrame.
+    """Read a .csv, .tsv, .jsonl, .json or .parquet file (chosen by extension) into a DataFrame.
 
     An empty file gives an empty DataFrame; the caller decides whether that is an error.
     ``.json`` holds a list of records or a dict of columns; a ``.json`` file that is really JSON
-    lines (common for Hugging Face exports) is read as such.
+    lines (common for Hugging Face exports) is read as such. ``.tsv`` is read as the GLUE files are published:
+    tab-separated with no quoting (a sentence may hold a ``"``). A malformed row is an error naming the file and
+    the line.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -27,11 +31,15 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{p}: no such file")
     if p.stat().st_size == 0:
         return pd.DataFrame()
-    if ext == ".csv":
+    if ext in (".csv", ".tsv"):
+        # GLUE's .tsv files quote nothing; csv's default quoting would swallow tabs after a '"'.
+        kw = {"sep": "\t", "quoting": csv.QUOTE_NONE} if ext == ".tsv" else {}
         try:
-            return pd.read_csv(p)
+            return pd.read_csv(p, **kw)
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
+        except pd.errors.ParserError as err:
+            raise ValueError(f"{p}: not a valid {ext[1:].upper()} table ({_parser_message(err)})") from None
     if ext == ".parquet":
         return pd.read_parquet(p)
     text = p.read_text(encoding="utf-8")
@@ -48,6 +56,13 @@ def load_table(path: str | Path) -> pd.DataFrame:
             return pd.DataFrame(data)
         raise ValueError(f"{p}: expected a JSON list of records or a dict of columns, found {type(data).__name__}")
     return _records_from_lines(p, text)
+
+
+def _parser_message(err: Exception) -> str:
+    """pandas' tokenizer message without its C-engine prefix: 'Expected 2 fields in line 3, saw 4'."""
+    text = str(err).strip()
+    m = re.search(r"Expected \d+ fields in line \d+, saw \d+", text)
+    return m.group(0) if m else text
 
 
 def _records_from_lines(p: Path, text: str) -> pd.DataFrame:
