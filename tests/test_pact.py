@@ -624,3 +624,15 @@ def test_restricted_head_matches_the_model_and_falls_back_when_the_head_is_not_l
 
     scaled, fallback = Scaled(out), RestrictedLogits(ids)
     assert torch.equal(fallback(model, scaled), scaled.logits[..., ids]) and fallback.direct is False
+
+
+def test_reference_file_metadata_is_one_key_of_sorted_json():
+    """Two safetensors metadata keys come out in a per-process hash order (measured: the same run's reference
+    file differed byte for byte between two runs); one key of sorted JSON does not."""
+    import json as _json
+
+    from tokensafe.methods.pact.calibrated_reference import file_metadata
+
+    meta = file_metadata(tokens="t.parquet", data="d.parquet")
+    assert list(meta) == ["tokensafe"] and meta["tokensafe"] == '{"data": "d.parquet", "tokens": "t.parquet"}'
+    assert _json.loads(meta["tokensafe"]) == {"data": "d.parquet", "tokens": "t.parquet"}

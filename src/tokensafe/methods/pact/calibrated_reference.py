@@ -21,6 +21,7 @@ The answer ids must be those that actually sit in the (possibly truncated) train
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -200,7 +201,7 @@ def write_reference_signals(
         save_file(
             {k: v.contiguous() for k, v in tensors.items()},
             str(tmp),
-            metadata={"data": data_path, "tokens": tokens_path},
+            metadata=file_metadata(data=data_path, tokens=tokens_path),
         )
     log.info("reference signals: %d answer tokens x %d safety tokens, two views", len(tensors["full"]), len(S))
     if out_conflicts:
@@ -213,6 +214,12 @@ def write_reference_signals(
             summary["positions"],
             summary["population"],
         )
+
+
+def file_metadata(**fields: str) -> dict[str, str]:
+    """safetensors metadata as ONE key holding sorted JSON: safetensors writes its metadata map in hash order,
+    which differs from process to process, so two keys made the same run's file differ byte for byte."""
+    return {"tokensafe": json.dumps(fields, sort_keys=True)}
 
 
 def conflict_summary(
