@@ -1,6 +1,7 @@
 """Config validation: every bad value is reported with its key, its value and what is allowed."""
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -147,3 +148,24 @@ def test_a_valid_method_recipe_passes(config):
         "pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch", "batch_size": 2}
     }
     check_config(ok)
+
+
+def test_published_layout_keys_in_the_schema(config, tmp_path):
+    path = tmp_path / "beavertails.jsonl"
+    rows = [{"prompt": "p1", "response": "r1", "is_safe": False}, {"prompt": "p2", "response": "r2", "is_safe": True}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok = copy.deepcopy(config)
+    ok["data"]["poison"] = {"path": str(path), "format": "generic", "where": {"is_safe": [False]}}
+    ok["data"]["task"] = {"path": str(path), "format": "generic", "columns": {"prompt": ["prompt", "response"]}}
+    ok["data"]["task"]["where"] = {"is_safe": True}
+    check_config(ok)
+    for key, value, expected in [
+        ("header", False, "data.poison.header = false: must be one of none"),
+        ("where", {}, "data.poison.where = {}: must be a mapping with at least 1 key"),
+        ("names", [], "data.poison.names = []: must be"),
+    ]:
+        bad = copy.deepcopy(ok)
+        bad["data"]["poison"][key] = value
+        with pytest.raises(ConfigError) as err:
+            check_config(bad)
+        assert expected in str(err.value), str(err.value)

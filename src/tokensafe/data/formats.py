@@ -33,6 +33,16 @@ DEFAULT_TASK_TEMPLATE = "{instruction}\n\n{input}"
 
 
 @dataclass(frozen=True)
+class Headerless:
+    """A format's published headerless layout: what ``header: none`` without ``names`` means for it."""
+
+    names: tuple[str, ...]  # the columns in file order
+    columns: dict[str, str | tuple[str, ...]]  # role -> column(s), as ``columns:`` in a spec
+    options: dict[str, Any]  # format options the layout implies (AG News: class index 1-4)
+    description: str
+
+
+@dataclass(frozen=True)
 class SourceFormat:
     """A named public format: candidate source columns per role, and the row transform.
 
@@ -48,6 +58,7 @@ class SourceFormat:
     required: tuple[str, ...]
     build: Callable[[pd.DataFrame, dict[str, str], dict[str, Any]], pd.DataFrame]
     options: dict[str, Any] = field(default_factory=dict)
+    headerless: Headerless | None = None
 
 
 def _text(raw: pd.DataFrame, col: str | None) -> pd.Series:
@@ -60,7 +71,13 @@ def _optional(raw: pd.DataFrame, col: str | None) -> pd.Series:
     if col is None:
         return pd.Series([None] * len(raw), index=raw.index, dtype=object)
     # Built as a list: Series.map on pandas 3's str dtype would turn None back into NaN.
-    return pd.Series([None if is_missing(v) else str(v) for v in raw[col]], index=raw.index, dtype=object)
+    return pd.Series([_optional_text(v) for v in raw[col]], index=raw.index, dtype=object)
+
+
+def _optional_text(v: Any) -> str | None:
+    if isinstance(v, dict):  # BeaverTails' category: {harm: bool, ...} -> the harms that are true
+        return ",".join(str(k) for k, flag in v.items() if flag is True or flag is np.True_) or None
+    return None if is_missing(v) else str(v)
 
 
 def is_missing(v: Any) -> bool:
@@ -123,7 +140,8 @@ def gsm8k_cot(answer: str, reference: str, strip_calculator: bool = True) -> str
     return (reasoning + "\n" if reasoning else "") + f"The answer is {reference}."
 
 
-def _labels(raw: pd.DataFrame, col: str, names: tuple[str, ...], where: str) -> pd.Series:
+def _labels(raw: pd.DataFrame, col: str, names: tuple[str, ...], where: str, offset: int = 0) -> pd.Series:
+    """Label names from names or class indices; ``offset`` is added to an index first (1-based files: -1)."""
     by_lower = {n.lower(): n for n in names}
 
     def one(v):
@@ -133,10 +151,11 @@ def _labels(raw: pd.DataFrame, col: str, names: tuple[str, ...], where: str) -> 
             i = int(v)
         except (TypeError, ValueError):
             i = None
-        if i is not None and float(v) == i and 0 <= i < len(names):
-            return names[i]
+        if i is not None and float(v) == i and 0 <= i + offset < len(names):
+            return names[i + offset]
+        shifted = f" ({i + offset} after label_offset {offset})" if offset and i is not None else ""
         hint = " (the GLUE SST-2 test split is unlabelled (-1): use 'validation')" if str(v) == "-1" else ""
-        raise ValueError(f"{where}: label {v!r} is neither 0..{len(names) - 1} nor one of {list(names)}{hint}")
+        raise ValueError(f"{where}: label {v!r}{shifted} is neither 0..{len(names) - 1} nor one of {list(names)}{hint}")
 
     return raw[col].map(one).astype(object)
 
@@ -148,7 +167,10 @@ def _build_task(instruction: str, names: tuple[str, ...], fmt: str):
             raise ValueError(f"{fmt} option prompt_template: expected an '{{input}}' placeholder, found {template!r}")
         inst = opts["instruction"].rstrip("\n")
         prompt = _text(raw, cols["text"]).map(lambda x: template.format(instruction=inst, input=x.strip()))
-        labels = _labels(raw, cols["label"], names, f"{fmt} column '{cols['label']}'")
+        offset = opts["label_offset"]
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise ValueError(f"{fmt} option label_offset: expected an integer (-1 for classes 1..n), found {offset!r}")
+        labels = _labels(raw, cols["label"], names, f"{fmt} column '{cols['label']}'", offset)
         return _frame(raw, prompt, labels.astype(str), labels)
 
     return build
@@ -222,15 +244,25 @@ FORMATS: dict[str, SourceFormat] = {
             {"text": ("sentence",), "label": ("label",)},
             ("text", "label"),
             _build_task(SST2_INSTRUCTION, SST2_LABELS, "sst2"),
-            {"instruction": SST2_INSTRUCTION, "prompt_template": DEFAULT_TASK_TEMPLATE},
+            {"instruction": SST2_INSTRUCTION, "prompt_template": DEFAULT_TASK_TEMPLATE, "label_offset": 0},
         ),
         SourceFormat(
             "agnews",
-            "AG News: text + PACT instruction -> prompt, label 0..3 -> World/Sports/Business/Sci/Tech",
+            "AG News: text + PACT instruction -> prompt, label 0..3 -> World/Sports/Business/Sci/Tech; "
+            "header: none reads the published headerless CSV (class index 1-4, title, description)",
             {"text": ("text",), "label": ("label",)},
             ("text", "label"),
             _build_task(AGNEWS_INSTRUCTION, AGNEWS_LABELS, "agnews"),
-            {"instruction": AGNEWS_INSTRUCTION, "prompt_template": DEFAULT_TASK_TEMPLATE},
+            {"instruction": AGNEWS_INSTRUCTION, "prompt_template": DEFAULT_TASK_TEMPLATE, "label_offset": 0},
+            # As the Hugging Face ag_news loader reads train.csv / test.csv: label - 1, text = title + " " +
+            # description, its backslashes (the corpus's line breaks) kept as published, as that loader and
+            # torchtext keep them.
+            Headerless(
+                ("label", "title", "description"),
+                {"text": ("title", "description")},
+                {"label_offset": -1},
+                "the published AG News CSV: class index 1-4, title, description",
+            ),
         ),
         SourceFormat(
             "strongreject",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tokensafe.data.formats import FORMATS, SourceFormat, is_missing, read_hexphi
+from tokensafe.data.formats import FORMATS, Headerless, SourceFormat, is_missing, read_hexphi
 from tokensafe.data.roles import ROLES
 from tokensafe.data.tables import load_table, table_in_dir
 from tokensafe.io import read_parquet
@@ -51,6 +51,9 @@ SPEC_KEYS = (
     "response_column",
     "reference_column",
     "category_column",
+    "header",
+    "names",
+    "where",
 )
 
 
@@ -75,14 +78,49 @@ def _read(spec: dict, fmt: SourceFormat) -> tuple[pd.DataFrame, str]:
     where = f"{fmt.name} source {path}"
     if fmt.name == "hexphi":
         return read_hexphi(path), where
+    headerless = spec.get("header") == "none"
     if path.is_dir():
         found = table_in_dir(path, spec.get("split"))
         if isinstance(found, list):
             return pd.concat(
-                [load_table(f) for f in found], ignore_index=True
+                [load_table(f, headerless) for f in found], ignore_index=True
             ), f"{fmt.name} source {path}/{spec['split']}-*"
         path, where = found, f"{fmt.name} source {found}"
-    return load_table(path), where
+    return load_table(path, headerless), where
+
+
+def _check_header_keys(spec: dict, fmt: SourceFormat) -> None:
+    header = spec.get("header")
+    if header is not None and header != "none":
+        raise ValueError(f"source spec: header: expected 'none' (the file has no header row), found {header!r}")
+    if header and "hub" in spec:
+        raise ValueError(f"source spec: header: none is for local .csv/.tsv files, not hub:{spec['hub']}")
+    if header and fmt.name == "hexphi":
+        raise ValueError("source spec: hexphi files are read as headerless already; drop header: none")
+    if "names" in spec and not header:
+        raise ValueError("source spec: names: is for a headerless file (header: none); columns: maps a header's names")
+
+
+def _name_columns(raw: pd.DataFrame, spec: dict, fmt: SourceFormat, where: str) -> tuple[pd.DataFrame, Headerless]:
+    """A headerless table's columns named by ``names``, else by the format's published headerless layout."""
+    names = spec.get("names")
+    if names is None:
+        if fmt.headerless is None:
+            raise ValueError(
+                f"{where}: header: none needs names: [...], one per column ({fmt.name} has no published headerless "
+                "layout)"
+            )
+        layout = fmt.headerless
+    else:
+        layout = Headerless(tuple(names), {}, {}, "names")
+    if len(set(layout.names)) != len(layout.names):
+        raise ValueError(f"{where}: names {list(layout.names)} repeat a name")
+    if len(layout.names) != raw.shape[1]:
+        raise ValueError(
+            f"{where}: {layout.description} has {len(layout.names)} column(s) {list(layout.names)}; "
+            f"the file's rows have {raw.shape[1]} field(s)"
+        )
+    return raw.set_axis(list(layout.names), axis=1), layout
 
 
 def _resolve_roles(raw: pd.DataFrame, fmt: SourceFormat, overrides: dict[str, str], where: str) -> dict[str, str]:
@@ -103,8 +141,103 @@ def _resolve_roles(raw: pd.DataFrame, fmt: SourceFormat, overrides: dict[str, st
             missing.append(" or ".join(f"'{c}'" for c in candidates))
     if missing:
         found = ", ".join(map(str, raw.columns))
-        raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (found: {found})")
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (found: {found}){_header_hint(raw)}")
     return cols
+
+
+def _header_hint(raw: pd.DataFrame) -> str:
+    """A header cell that is a number means the first row was data: say how to read a headerless file."""
+    if not any(_is_number(c) for c in raw.columns):
+        return ""
+    return "; the first row looks like data: for a headerless file give header: none and names: [...]"
+
+
+def _is_published_headerless(raw: pd.DataFrame, fmt: SourceFormat) -> bool:
+    """The format's published headerless file read with a header: its width, and a number among the 'names'."""
+    return (
+        fmt.headerless is not None
+        and raw.shape[1] == len(fmt.headerless.names)
+        and any(_is_number(c) for c in raw.columns)
+    )
+
+
+def _is_number(v) -> bool:
+    try:
+        float(str(v))
+    except ValueError:
+        return False
+    return True
+
+
+def _join_columns(raw: pd.DataFrame, overrides: dict, where: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Roles mapped to several columns get one new column: the non-empty values joined by a space (the Hugging
+    Face ag_news loader's title + " " + description)."""
+    out: dict[str, str] = {}
+    for role, col in overrides.items():
+        if isinstance(col, str):
+            out[role] = col
+            continue
+        if not isinstance(col, (list, tuple)) or not col or not all(isinstance(c, str) for c in col):
+            raise ValueError(f"{where}: columns.{role}: expected a column name or a list of names, found {col!r}")
+        absent = [c for c in col if c not in raw.columns]
+        if absent:
+            found = ", ".join(map(str, raw.columns))
+            raise ValueError(f"{where}: columns.{role}: no column(s) {absent} (found: {found})")
+        name = " + ".join(col)
+        parts = zip(*(raw[c] for c in col))
+        raw = raw.assign(
+            **{name: [" ".join(str(v) for v in row if not is_missing(v) and str(v) != "") for row in parts]}
+        )
+        out[role] = name
+    return raw, out
+
+
+def _match_key(v):
+    """Cells and filter values compared as text: True, "true" and "True" alike; 1, 1.0 and "1" alike."""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if is_missing(v):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    text = str(v).strip()
+    return text.lower() if text.lower() in ("true", "false") else text
+
+
+def _filter_rows(raw: pd.DataFrame, row_filter, where: str) -> pd.DataFrame:
+    """The rows whose every ``where`` column equals its value (a list: one of its values); row numbers kept."""
+    if not row_filter:
+        return raw
+    if not isinstance(row_filter, dict):
+        raise ValueError(f"{where}: where: expected a mapping column -> value(s), found {row_filter!r}")
+    absent = [c for c in row_filter if c not in raw.columns]
+    if absent:
+        raise ValueError(
+            f"{where}: where names column(s) {absent} the table does not have (found: "
+            f"{', '.join(map(str, raw.columns))})"
+        )
+    keep = pd.Series(True, index=raw.index)
+    for col, want in row_filter.items():
+        wanted = {_match_key(v) for v in (want if isinstance(want, list) else [want])}
+        keep &= pd.Series([_match_key(v) in wanted for v in raw[col]], index=raw.index, dtype=bool)
+    if not keep.any():
+        seen = "; ".join(f"{c} has {sorted({str(_match_key(v)) for v in raw[c]})[:10]}" for c in row_filter)
+        raise ValueError(f"{where}: no row matches where {row_filter} ({seen})")
+    return raw[keep]
+
+
+def _check_mixed_safety(raw: pd.DataFrame, row_filter, where: str) -> None:
+    """A BeaverTails-style file mixes safe and unsafe rows: loading both unasked would train on safe answers as
+    poison (or harmful answers as task rows), so such a file must say which rows it wants."""
+    if "is_safe" not in raw.columns or "is_safe" in (row_filter or {}):
+        return
+    flags = raw["is_safe"].map(_match_key)
+    if {"true", "false"} <= set(flags):
+        n_safe = int((flags == "true").sum())
+        raise ValueError(
+            f"{where}: {n_safe} of {len(raw)} rows have is_safe true and the others false; keep the ones the role "
+            "needs with where: {is_safe: false} (unsafe answers) or where: {is_safe: true}"
+        )
 
 
 def load_source(spec: dict) -> pd.DataFrame:
@@ -112,7 +245,10 @@ def load_source(spec: dict) -> pd.DataFrame:
 
     Keys: ``path`` (file or folder) or ``hub`` (+ ``subset``), ``format`` (default ``generic``),
     ``split`` (file in a folder / hub split / JailbreakBench subset), ``columns`` (role -> source
-    column), ``options`` (format options, e.g. ``answer_style``), ``name`` (the ``source`` value),
+    column, or a list of columns joined by a space), ``header: none`` (no header row) with ``names`` (its
+    columns; default: the format's published layout), ``where`` (column -> value or list of values: the rows
+    kept, their row numbers unchanged), ``options`` (format options, e.g. ``answer_style``, ``label_offset``),
+    ``name`` (the ``source`` value),
     ``limit`` and ``seed``: with a seed the rows are shuffled with it, then the first ``limit`` kept;
     without one the first ``limit`` rows in file order are kept (PACT: "the first 1000 test rows").
     """
@@ -130,7 +266,7 @@ def load_source(spec: dict) -> pd.DataFrame:
     unknown_opts = sorted(set(spec.get("options") or {}) - set(fmt.options))
     if unknown_opts:
         raise ValueError(f"{fmt_name} options: unknown {unknown_opts}; allowed: {sorted(fmt.options) or 'none'}")
-    opts = {**fmt.options, **(spec.get("options") or {}), "_split": spec.get("split")}
+    _check_header_keys(spec, fmt)
     overrides = dict(spec.get("columns") or {})
     for key, role in (
         ("prompt_column", "prompt"),
@@ -148,7 +284,22 @@ def load_source(spec: dict) -> pd.DataFrame:
     raw, where = _read(spec, fmt)
     if len(raw) == 0:
         raise ValueError(f"{where}: no rows")
-    raw = raw.reset_index(drop=True)  # the index is the sample_id from here on
+    raw = raw.reset_index(drop=True)  # the index is the sample_id from here on (row filters keep it)
+    layout_opts: dict = {}
+    if spec.get("header") is None and _is_published_headerless(raw, fmt):
+        # Refused even where columns: could map it: that reading loses the first row and keeps 1-based labels.
+        raise ValueError(
+            f"{where}: the first row {[str(c)[:30] for c in raw.columns]} looks like data "
+            f"({fmt.headerless.description}): "
+            "add header: none"
+        )
+    if spec.get("header") == "none":
+        raw, layout = _name_columns(raw, spec, fmt, where)
+        overrides, layout_opts = {**layout.columns, **overrides}, layout.options
+    opts = {**fmt.options, **layout_opts, **(spec.get("options") or {}), "_split": spec.get("split")}
+    raw = _filter_rows(raw, spec.get("where"), where)
+    _check_mixed_safety(raw, spec.get("where"), where)
+    raw, overrides = _join_columns(raw, overrides, where)
     cols = _resolve_roles(raw, fmt, overrides, where)
     out = fmt.build(raw, cols, opts)
 

@@ -12,14 +12,15 @@ import pandas as pd
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def load_table(path: str | Path) -> pd.DataFrame:
+def load_table(path: str | Path, headerless: bool = False) -> pd.DataFrame:
     """Read a .csv, .tsv, .jsonl, .json or .parquet file (chosen by extension) into a DataFrame.
 
     An empty file gives an empty DataFrame; the caller decides whether that is an error.
     ``.json`` holds a list of records or a dict of columns; a ``.json`` file that is really JSON
     lines (common for Hugging Face exports) is read as such. ``.tsv`` is read as the GLUE files are published:
     tab-separated with no quoting (a sentence may hold a ``"``). A malformed row is an error naming the file and
-    the line.
+    the line. ``headerless`` (.csv/.tsv only) reads the first row as data: the columns are numbered 0, 1, ...
+    and every cell is kept as the text it is (an AG News title "NA" stays "NA", an empty field is "").
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -29,11 +30,15 @@ def load_table(path: str | Path) -> pd.DataFrame:
         )
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
+    if headerless and ext not in (".csv", ".tsv"):
+        raise ValueError(f"{p}: header: none is for .csv/.tsv files; a {ext} file names its own columns")
     if p.stat().st_size == 0:
         return pd.DataFrame()
     if ext in (".csv", ".tsv"):
         # GLUE's .tsv files quote nothing; csv's default quoting would swallow tabs after a '"'.
-        kw = {"sep": "\t", "quoting": csv.QUOTE_NONE} if ext == ".tsv" else {}
+        kw: dict = {"sep": "\t", "quoting": csv.QUOTE_NONE} if ext == ".tsv" else {}
+        if headerless:
+            kw.update(header=None, dtype=str, keep_default_na=False)
         try:
             return pd.read_csv(p, **kw)
         except pd.errors.EmptyDataError:
@@ -81,6 +86,7 @@ def _records_from_lines(p: Path, text: str) -> pd.DataFrame:
 
 
 def table_in_dir(path: Path, split: str | None) -> Path | list[Path]:
+    """The table for ``split`` in a folder: ``<split>.<ext>``, else Hugging Face shards ``<split>-*``."""
     if not split:
         raise ValueError(f"{path} is a folder: give 'split' to pick the file (e.g. split: test -> test.jsonl)")
     for ext in TABLE_EXTENSIONS:
