@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -148,6 +149,84 @@ def test_a_valid_method_recipe_passes(config):
         "pact": {"lr": 1e-4, "epochs": 3, "schedule": "step_per_epoch", "batch_size": 2}
     }
     check_config(ok)
+
+
+# ---------------------------------------------------------------------------- model paths and hub ids
+
+
+def test_a_missing_local_looking_model_is_refused_with_the_hub_marker(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    bad = copy.deepcopy(config)
+    bad["models"].update(base="models/my-base", aligned="models/my-aligned")
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    assert (
+        f"models.aligned: model path 'models/my-aligned' does not exist in the run directory {tmp_path} ('models/' "
+        "is a folder here); give an existing folder, 'embedded', or a hub id: 'org/name', marked 'hub:org/name' "
+        "where it could be read as a path"
+    ) in str(err.value)
+    (tmp_path / "models" / "my-base").mkdir()
+    assert classify_model_ref("models/my-base") == "local"
+
+
+@pytest.mark.parametrize(
+    "ref, reason",
+    [
+        ("checkpoints/aligned", "'checkpoints/' is a folder here"),
+        ("datasets/x", "'datasets' is no hub owner"),
+        ("./aligned", "it reads as a path"),
+        ("out/run1/aligned", "a hub id is 'org/name'"),
+        ("~/models/aligned", "'~' is not expanded: give the full path"),
+    ],
+)
+def test_what_reads_as_a_local_path(tmp_path, monkeypatch, ref, reason):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(f"({reason});")):
+        classify_model_ref(ref)
+
+
+def test_hub_ids_plain_and_marked(tmp_path, monkeypatch):
+    from tokensafe.modelref import load_name
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-org").mkdir()  # a folder named like the owner: only the marker says "hub"
+    assert classify_model_ref("meta-llama/Llama-Guard-3-8B") == "hub"
+    assert classify_model_ref("hub:my-org/my-model") == "hub" and load_name("hub:my-org/my-model") == "my-org/my-model"
+    assert load_name("meta-llama/Llama-Guard-3-8B") == "meta-llama/Llama-Guard-3-8B"
+    with pytest.raises(ConfigError, match="'my-org/' is a folder here"):
+        classify_model_ref("my-org/my-model")
+    with pytest.raises(ConfigError, match=r"after 'hub:' expected a hub id 'org/name', found '../x'"):
+        classify_model_ref("hub:../x")
+    with pytest.raises(FileNotFoundError, match="'my-org/' is a folder here"):
+        load_name("my-org/my-model")  # the loaders fail the same way, before transformers guesses
+
+
+# ---------------------------------------------------------------------------- relative paths: the run directory
+
+
+def test_relative_data_paths_are_read_from_the_run_directory(config, repo_root, tmp_path, monkeypatch, capsys):
+    from tokensafe.config import main
+
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "test.csv").write_text('"3","Title","Description."\n"1","Other","Text."\n')
+    cfg = copy.deepcopy(config)
+    cfg["data"]["task_eval"] = {"path": "data/test.csv", "format": "agnews", "header": "none"}
+    cfg_file = tmp_path / "my-config.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main([str(cfg_file), "--directory", str(run)]) == 0  # as snakemake --directory run
+    assert main([str(cfg_file)]) == 1  # the current directory is the run directory by default
+    err = capsys.readouterr().err
+    assert f"data.task_eval: data/test.csv: no such file (relative to the run directory {elsewhere})" in err
+    monkeypatch.chdir(run)
+    assert main([str(cfg_file)]) == 0
+    assert main([str(cfg_file), "--directory", str(tmp_path / "nope")]) == 1
+    assert "--directory" in capsys.readouterr().err
 
 
 def test_published_layout_keys_in_the_schema(config, tmp_path):

@@ -6,6 +6,7 @@ with the key, the value and what is allowed, and nothing that exists is touched.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -132,7 +133,7 @@ def classify_model_ref(ref: str) -> str:
     """:func:`tokensafe.modelref.classify_model_ref`, failing as a :class:`ConfigError`."""
     try:
         return modelref.classify_model_ref(ref)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
 
@@ -238,9 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         "without running anything.",
     )
     parser.add_argument("config", nargs="?", default="config.yaml", help="config file (default: config.yaml)")
+    parser.add_argument(
+        "--directory",
+        "-d",
+        default=".",
+        metavar="DIR",
+        help="the run directory that relative data and model paths are read from, as snakemake --directory "
+        "(default: the current directory)",
+    )
     args = parser.parse_args(argv)
     try:
-        check_config(load_config_file(args.config))
+        config = load_config_file(args.config)  # the config file itself is named from here, as Snakemake's
+        if not Path(args.directory).is_dir():
+            raise ConfigError(f"--directory {args.directory}: no such folder")
+        with contextlib.chdir(args.directory):
+            check_config(config)
     except (ConfigError, FileNotFoundError) as e:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 1

@@ -134,7 +134,8 @@ def code_version(script):
 
 
 def model_ref(role):
-    """The path or hub id the stages load for a model role."""
+    """The path or hub id the stages load for a model role (a 'hub:' marker stays: tokensafe.modelref.load_name
+    strips it where the model is loaded)."""
     ref = config["models"][role]
     return f"{WORLD}/{role}" if ref == "embedded" else ref
 

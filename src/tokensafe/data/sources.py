@@ -348,7 +348,8 @@ def load_configured_source(name: str, spec, world_table: str | None) -> pd.DataF
 def check_sources(data_cfg: dict) -> list[str]:
     """Load every local (non-embedded) source once, before any job runs, and report what is wrong.
 
-    Hub sources are checked when their job runs: looking at them here would need the network.
+    Hub sources are checked when their job runs: looking at them here would need the network. Relative paths
+    are read from the current directory, the run directory (Snakemake's ``--directory``), as the jobs read them.
     """
     problems = []
     for name in ROLES:
@@ -357,6 +358,9 @@ def check_sources(data_cfg: dict) -> list[str]:
             continue
         try:
             load_configured_source(name, spec, None)
-        except (ValueError, FileNotFoundError, KeyError) as e:
+        except FileNotFoundError as e:
+            rel = not Path(str(spec.get("path", ""))).is_absolute()
+            problems.append(f"data.{name}: {e}" + (f" (relative to the run directory {Path.cwd()})" if rel else ""))
+        except (ValueError, KeyError) as e:
             problems.append(f"data.{name}: {e}")
     return problems

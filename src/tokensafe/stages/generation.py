@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from tokensafe.io import read_parquet, write_parquet
+from tokensafe.modelref import load_name
 from tokensafe.runtime.logs import progress
 
 log = logging.getLogger("tokensafe")
@@ -38,7 +39,7 @@ def run_generate(
 
         tok = load_tokenizer(aligned)
         [(h_out, t_out)] = vllm_responses(
-            aligned=aligned,
+            aligned=load_name(aligned),
             tokenizer=tok,
             runs=[(adapter, list(harmful.prompt), list(task.prompt))],
             gen_cfg=gen_cfg,

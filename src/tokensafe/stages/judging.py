@@ -9,6 +9,7 @@ import torch
 
 from tokensafe.eval.keyword_judge import is_refusal
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
+from tokensafe.modelref import load_name
 from tokensafe.runtime.logs import progress
 
 log = logging.getLogger("tokensafe")
@@ -40,7 +41,7 @@ def run_judge(
     g = judge_cfg.get("guard", {})
     if backend == "vllm":
         results, template = judge_pairs_vllm(
-            guard, tok, list(harmful.prompt), list(harmful.response), vllm_cfg, g.get("max_new_tokens", 10)
+            load_name(guard), tok, list(harmful.prompt), list(harmful.response), vllm_cfg, g.get("max_new_tokens", 10)
         )
     else:
         model = load_model(guard, dtype)

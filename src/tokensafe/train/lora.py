@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tokensafe.modelref import classify_model_ref
+from tokensafe.modelref import load_name
 from tokensafe.runtime.logs import end_startup
 
 
@@ -23,8 +23,8 @@ def load_model(path: str, dtype: str = "auto", adapter: str | None = None, train
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor weight-loading bars would drown the job logs
-    classify_model_ref(path)  # a missing local folder fails here, by name, before transformers guesses a hub id
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    # A missing local folder fails here, by name, before transformers guesses a hub id; 'hub:' is stripped.
+    model = AutoModelForCausalLM.from_pretrained(load_name(path), dtype=resolve_dtype(dtype))
     if torch.cuda.is_available():
         model = model.to("cuda")
     if adapter is not None:
@@ -50,8 +50,7 @@ def add_lora(model, r: int, alpha: float, dropout: float, target_modules: list[s
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    classify_model_ref(path)
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(load_name(path))
     if tok.pad_token_id is None:
         # Llama-3 style tokenizers have no pad token. Reusing EOS is safe here because every attention
         # mask and label in this package is built from sequence lengths, never from ``ids != pad``
