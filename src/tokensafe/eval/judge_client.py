@@ -89,6 +89,10 @@ class JudgeClient:
 
     # -- the endpoint -----------------------------------------------------------------------------------
     def _api(self):
+        with self._lock:
+            return self._make_api()
+
+    def _make_api(self):
         if self._client is None:
             from openai import OpenAI
 
@@ -134,11 +138,18 @@ class JudgeClient:
         except Exception as e:
             import openai
 
-            if isinstance(e, (openai.APIConnectionError, openai.APIStatusError)):
+            host = endpoint_host(self.cfg["base_url"])
+            if isinstance(e, openai.APIConnectionError) or (
+                isinstance(e, openai.APIStatusError) and (e.status_code in (408, 409, 429) or e.status_code >= 500)
+            ):
                 raise JudgeUnavailable(
-                    f"the judge endpoint {endpoint_host(self.cfg['base_url'])} ({self.model}) failed after "
-                    f"{self.cfg['max_retries']} retries: {type(e).__name__}: {e}. Every answer received so far is "
-                    f"cached in {self.cache_dir}; a rerun asks only the rest"
+                    f"the judge endpoint {host} ({self.model}) failed after {self.cfg['max_retries']} retries: "
+                    f"{type(e).__name__}: {e}. Every answer received so far is cached in {self.cache_dir}; "
+                    "a rerun asks only the rest"
+                ) from e
+            if isinstance(e, openai.APIStatusError):  # 400, 401, 404 ...: not retried, and not a transient state
+                raise RuntimeError(
+                    f"the judge endpoint {host} ({self.model}) rejected a request: {type(e).__name__}: {e}"
                 ) from e
             raise
         choice = out.choices[0]

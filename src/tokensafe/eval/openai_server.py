@@ -5,8 +5,10 @@ Used by the tests (a real endpoint for the LLM judge) and usable by a stage that
     with OpenAIServer(model_dir, python=".venv-vllm/bin/python", log_path="logs/judge_server.log") as srv:
         run_win_rate(..., judge_cfg={"base_url": srv.base_url, "model": srv.served_model_name, "api_key_env": None})
 
-Kind ``vllm`` only. ``transformers serve`` (transformers 5.x, main environment) was not wired in: it is left
-out until it is checked to serve a local model folder deterministically at temperature 0.
+Kind ``vllm`` only. ``transformers serve`` (transformers 5.23, main environment) was tried and left out: it
+answers ``/v1/chat/completions`` for a local model folder (two identical temperature-0 requests gave the same
+text), but ``GET /v1/models`` answered 500 with a local folder (so the readiness poll here would need
+``/health``) and it has no ``/metrics`` request counter, which the tests use to count what reached the server.
 
 The server runs in its own session (process group) so :meth:`stop` and :meth:`kill` reach vLLM's engine-core
 child as well. Readiness is polled on ``/v1/models``; a server that exits while starting raises with its log.
