@@ -17,7 +17,7 @@ ALLOWED = {
     "modelref": set(),
     "rerun": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world"},
+    "config": {"modelref", "data", "world", "eval"},  # eval.benchmark_tasks: lm-eval task names
     "data": {"data", "io", "eval"},
     "world": {"world", "chat", "train"},
     "train": {"train", "chat", "io", "runtime", "modelref"},

@@ -46,7 +46,7 @@ def test_the_job_server_changes_no_output(finished, tmp_path):
 
 def test_outputs_and_summary_columns(finished):
     wd, cfg = finished
-    for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png"):
+    for name in ("summary.csv", "summary.parquet", "report.md", "safety_utility.png", "lm_eval.csv"):
         assert (wd / "results" / name).stat().st_size > 0
     s = pd.read_csv(wd / "results" / "summary.csv")
     required = {
@@ -74,6 +74,51 @@ def test_outputs_and_summary_columns(finished):
     assert s.config_hash.nunique() == 3  # initial (shared by both ratios) + two sft runs
 
 
+def test_lm_eval_scores_every_run_with_its_adapter(finished):
+    """The harness's exact match on tokensafe_task, per run, is the summary's accuracy (the same greedy answers,
+    the same "The answer is N" extraction), and the report shows it with the harness's stderr."""
+    wd, _ = finished
+    bench = pd.read_csv(wd / "results" / "lm_eval.csv")
+    s = pd.read_csv(wd / "results" / "summary.csv")
+    assert len(bench) == 2 * len(s)  # strict-match and flexible-extract rows per run
+    strict = bench[bench["filter"] == "strict-match"].set_index(["method", "poison_ratio", "seed"]).value
+    for r in s.itertuples():
+        assert strict[(r.method, r.poison_ratio, r.seed)] == r.accuracy
+    assert (s["lm_eval:tokensafe_task:exact_match:strict-match"] == s.accuracy).all()
+    assert (bench.n_samples == 200).all() and bench.apply_chat_template.all() and (bench.backend == "hf").all()
+    assert "## Utility benchmarks (lm-evaluation-harness)" in (wd / "results" / "report.md").read_text()
+    assert "adapter applied" in (wd / "logs" / "lm_eval" / "sft" / "p0.1" / "s1.log").read_text()
+
+
+def test_lm_eval_answers_are_the_generated_answers(finished):
+    """Per prompt, the harness (the aligned model + the run's adapter, loaded by the harness) writes exactly the
+    answers the generate stage wrote: the same model, template and greedy decoding."""
+    import lm_eval
+
+    from tokensafe.eval import harness
+
+    wd, cfg = finished
+    run = wd / "results" / "runs" / "sft" / "p0.1" / "s1"
+    lm = harness.build_lm(
+        aligned=str(wd / "results" / "world" / "aligned"),
+        adapter=str(run / "adapter"),
+        dtype="auto",
+        batch_size=64,
+        backend="hf",
+        vllm_cfg=None,
+    )
+    tasks = harness.task_list(
+        ["tokensafe_task"],
+        data_file=str(wd / "results" / "data" / "task_eval.parquet"),
+        max_gen_toks=cfg["generation"]["task_max_new_tokens"],
+    )
+    res = lm_eval.simple_evaluate(model=lm, tasks=tasks, apply_chat_template=True, log_samples=True)
+    gen = pd.read_parquet(run / "generations.parquet")
+    ours = dict(zip(gen[gen["set"] == "task"].prompt_id, gen[gen["set"] == "task"].response))
+    theirs = {x["doc"]["sample_id"]: x["resps"][0][0] for x in res["samples"]["tokensafe_task"]}
+    assert len(theirs) == 200 and theirs == ours
+
+
 def test_every_job_logged_and_benchmarked(finished):
     wd, _ = finished
     logs = [p for p in (wd / "logs").rglob("*.log") if p.name != "jobserver.log"]  # the server is no job
@@ -96,6 +141,7 @@ def test_adding_a_seed_adds_only_its_jobs(finished):
         "finetune": 2,
         "generate": 3,
         "judge": 3,
+        "lm_eval": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -110,6 +156,7 @@ def test_adding_a_ratio_adds_only_its_jobs(finished):
         "finetune": 1,
         "generate": 1,
         "judge": 1,
+        "lm_eval": 1,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -159,6 +206,7 @@ def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finishe
         "finetune": 2,
         "generate": 3,
         "judge": 3,
+        "lm_eval": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -180,6 +228,7 @@ def test_bad_config_leaves_results_intact(finished):
     [
         ("stages/report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
         ("stages/generation.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+        ("eval/harness.py", "\n\nEXTRA = 1\n", {"lm_eval": 3, "summary": 1, "report": 1}),
         ("stages/generation.py", "\n# a comment and a docstring change nothing\n", {}),
     ],
 )

@@ -180,6 +180,11 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
     from tokensafe.data.sources import check_sources
 
     problems += check_sources(config["data"])
+    bench = config.get("utility_benchmarks") or {}
+    if bench.get("tasks"):
+        from tokensafe.eval.benchmark_tasks import benchmark_problems
+
+        problems += benchmark_problems(bench, config["data"].get("task_metric", "number"))
     if config["data"]["task"] == "embedded":
         from tokensafe.world.corpus import WorldSizes
 

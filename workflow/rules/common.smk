@@ -63,7 +63,8 @@ VLLM_ENV = "../../envs/vllm.yaml"
 GEN_BACKEND = config["generation"]["backend"]
 _judge_backend = config["judge"]["guard"].get("backend", "generation")
 JUDGE_BACKEND = GEN_BACKEND if _judge_backend == "generation" else _judge_backend
-USE_VLLM = "vllm" in (GEN_BACKEND, JUDGE_BACKEND)
+# utility_benchmarks.backend vllm scores with lm-eval's vLLM model, in the same environment.
+USE_VLLM = "vllm" in (GEN_BACKEND, JUDGE_BACKEND, (config.get("utility_benchmarks") or {}).get("backend"))
 if USE_VLLM:
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 

@@ -8,6 +8,7 @@ rule summary:
     input:
         generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
         judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
+        lm_eval=lm_eval_outputs(),
         toss_masks=toss_report_inputs(),
     output:
         csv="results/summary.csv",
@@ -15,6 +16,7 @@ rule summary:
         outcomes="results/outcomes.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
+        lm_eval="results/lm_eval.csv",
     log:
         "logs/summary.log",
     benchmark:
@@ -38,6 +40,7 @@ rule report:
         summary="results/summary.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
+        lm_eval="results/lm_eval.csv",
         toss_masks=toss_report_inputs(),
         safety_tokens=pact_report_inputs(),
         pact_conflicts=pact_conflict_inputs(),

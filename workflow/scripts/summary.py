@@ -9,6 +9,7 @@ runs = [
         r,
         generations=f"results/runs/{r['run']}/generations.parquet",
         judgments=f"results/runs/{r['run']}/judgments.parquet",
+        lm_eval=f"results/runs/{r['run']}/lm_eval.parquet" if snakemake.input.lm_eval else None,
     )
     for r in snakemake.params.runs
 ]
@@ -22,4 +23,5 @@ write_summary(
     out_by_method=out.by_method,
     out_comparisons=out.comparisons,
     mask_summaries=list(snakemake.input.toss_masks),
+    out_lm_eval=out.lm_eval,
 )

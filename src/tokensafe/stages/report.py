@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tokensafe.eval import benchmark_tables
 from tokensafe.io import atomic_path, read_json, read_parquet, write_text
 from tokensafe.methods.pact.ladder import LADDER
 
@@ -294,6 +295,7 @@ def write_report(
     by_method_path: str,
     comparisons_path: str,
     toss_masks: list[str],
+    lm_eval_path: str | None = None,
     safety_tokens: str | None,
     pact_conflicts: list[str],
     out_md: str,
@@ -306,6 +308,9 @@ def write_report(
         ("Is the difference beyond the noise?", comparisons_section(pd.read_csv(comparisons_path))),
         ("Task answers without an extractable answer", no_answer_section(summary)),
     ]
+    lm_eval = pd.read_csv(lm_eval_path) if lm_eval_path else pd.DataFrame()
+    if not lm_eval.empty:
+        sections.append(("Utility benchmarks (lm-evaluation-harness)", benchmark_tables.section(lm_eval, method_order)))
     if toss_masks:
         sections.append(("TOSS masks against the known poison tokens", toss_section(list(toss_masks))))
     if safety_tokens:

@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 
 from tokensafe.config import settings_hash
+from tokensafe.eval import benchmark_tables
 from tokensafe.eval.answers import AGNEWS_LABELS, SST2_LABELS, answers_match, extract_label, extract_number
 from tokensafe.eval.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
 from tokensafe.io import atomic_path, parquet_metadata, read_json, read_parquet, write_parquet
@@ -107,9 +108,11 @@ def write_summary(
     out_by_method: str,
     out_comparisons: str,
     mask_summaries: list[str] = (),
+    out_lm_eval: str | None = None,
 ) -> pd.DataFrame:
-    """``runs``: dicts with method, poison_ratio, seed, generations, judgments; ``mask_summaries``: the TOSS
-    rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison)."""
+    """``runs``: dicts with method, poison_ratio, seed, generations, judgments and, where utility benchmarks ran,
+    lm_eval (its table: its rows go to ``out_lm_eval`` and one summary column per task, metric and filter);
+    ``mask_summaries``: the TOSS rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison)."""
     rows, outcomes = zip(
         *(
             run_outcomes(r["method"], r["poison_ratio"], r["seed"], r["generations"], r["judgments"], metric)
@@ -121,6 +124,12 @@ def write_summary(
         .sort_values(["method", "poison_ratio", "seed"])
         .reset_index(drop=True)
     )
+    bench = benchmark_tables.collect([r for r in runs if r.get("lm_eval")])
+    if not bench.empty:
+        df = df.merge(benchmark_tables.wide(bench), on=["method", "poison_ratio", "seed"], how="left")
+    if out_lm_eval is not None:
+        with atomic_path(out_lm_eval) as tmp:
+            bench.to_csv(tmp, index=False)
     out = pd.concat(outcomes, ignore_index=True).sort_values(["method", "poison_ratio", "seed", "metric", "prompt_id"])
     out = out.reset_index(drop=True)
     with atomic_path(out_csv) as tmp:
