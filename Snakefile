@@ -28,5 +28,6 @@ rule all:
         "results/summary.parquet",
         "results/summary_by_method.csv",
         "results/comparisons.csv",
+        "results/judge_agreement.csv",
         "results/report.md",
         "results/safety_utility.png",

@@ -8,6 +8,7 @@ rule summary:
     input:
         generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
         judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
+        classifiers=[p for r in all_runs() for p in classifier_outputs(r["run"])],
         toss_masks=toss_report_inputs(),
     output:
         csv="results/summary.csv",
@@ -15,6 +16,7 @@ rule summary:
         outcomes="results/outcomes.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
+        agreement="results/judge_agreement.csv",
     log:
         "logs/summary.log",
     benchmark:
@@ -27,6 +29,7 @@ rule summary:
         code=code_version("summary.py"),
         runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
         metric=config["data"].get("task_metric", "number"),
+        classifiers=CLASSIFIERS,
         # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
         columns=SUMMARY_COLUMNS,
     script:
@@ -38,6 +41,7 @@ rule report:
         summary="results/summary.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
+        agreement="results/judge_agreement.csv",
         toss_masks=toss_report_inputs(),
         safety_tokens=pact_report_inputs(),
         pact_conflicts=pact_conflict_inputs(),

@@ -9,6 +9,7 @@ write_report(
     summary_path=inp.summary,
     by_method_path=inp.by_method,
     comparisons_path=inp.comparisons,
+    agreement_path=inp.agreement,
     toss_masks=list(inp.toss_masks),
     safety_tokens=inp.safety_tokens[0] if inp.safety_tokens else None,
     pact_conflicts=list(inp.pact_conflicts),

@@ -9,6 +9,7 @@ runs = [
         r,
         generations=f"results/runs/{r['run']}/generations.parquet",
         judgments=f"results/runs/{r['run']}/judgments.parquet",
+        classifiers={n: f"results/runs/{r['run']}/classifiers/{n}.parquet" for n in snakemake.params.classifiers},
     )
     for r in snakemake.params.runs
 ]
@@ -22,4 +23,6 @@ write_summary(
     out_by_method=out.by_method,
     out_comparisons=out.comparisons,
     mask_summaries=list(snakemake.input.toss_masks),
+    classifiers=list(snakemake.params.classifiers),
+    out_agreement=out.agreement,
 )

@@ -298,6 +298,7 @@ def write_report(
     pact_conflicts: list[str],
     out_md: str,
     out_png: str,
+    agreement_path: str | None = None,
 ) -> None:
     """The report stage: every section whose inputs this run has, then :func:`render`."""
     summary = read_parquet(summary_path)
@@ -306,6 +307,13 @@ def write_report(
         ("Is the difference beyond the noise?", comparisons_section(pd.read_csv(comparisons_path))),
         ("Task answers without an extractable answer", no_answer_section(summary)),
     ]
+    from tokensafe.stages.judge_report import agreement_section, classifier_section
+
+    extra = classifier_section(summary)
+    if extra:
+        sections.append(("Extra classifier judges: ASR and invalid verdicts", extra))
+    if agreement_path:
+        sections.append(("Judge agreement", agreement_section(pd.read_csv(agreement_path))))
     if toss_masks:
         sections.append(("TOSS masks against the known poison tokens", toss_section(list(toss_masks))))
     if safety_tokens:
