@@ -29,5 +29,7 @@ rule all:
         "results/summary.parquet",
         "results/summary_by_method.csv",
         "results/comparisons.csv",
+        "results/judge_agreement.csv",
+        "results/lm_eval.csv",
         "results/report.md",
         "results/safety_utility.png",

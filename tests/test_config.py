@@ -248,3 +248,16 @@ def test_published_layout_keys_in_the_schema(config, tmp_path):
         with pytest.raises(ConfigError) as err:
             check_config(bad)
         assert expected in str(err.value), str(err.value)
+
+
+def test_classifier_judge_keys_name_the_registry_judges():
+    """judge.classifiers and judge.classifier_models list the registry's judges but llama_guard (models.guard)."""
+    from tokensafe.config import load_schema
+    from tokensafe.eval.classifiers import JUDGES
+
+    judge = load_schema()["properties"]["judge"]["properties"]
+    extra = [n for n in JUDGES if n != "llama_guard"]
+    assert judge["classifiers"]["items"]["enum"] == extra and judge["classifiers"]["default"] == []
+    assert list(judge["classifier_models"]["properties"]) == extra
+    for name in extra:  # each default named in its description is the registry's model id
+        assert JUDGES[name].model in judge["classifier_models"]["properties"][name]["description"]

@@ -85,6 +85,33 @@ def test_method_seeds_override_the_seeds(tmp_path):
     assert jobs["generate"] == 3 * 2 + 3 + 1 + 2  # + initial at each of `seeds`
 
 
+def test_an_extra_classifier_plans_one_judge_classifier_job_per_run(tmp_path):
+    c = load_default_config()
+    c["judge"]["classifiers"] = ["harmbench"]
+    assert planned_jobs(tmp_path, write_config(c, tmp_path)) == {**DEFAULT_PLAN, "judge_classifier": 31}
+    folder = tmp_path / "my-wildguard"
+    folder.mkdir()
+    c["judge"]["classifiers"] = ["harmbench", "wildguard"]
+    c["judge"]["classifier_models"] = {"wildguard": str(folder)}
+    assert planned_jobs(tmp_path, write_config(c, tmp_path))["judge_classifier"] == 2 * 31
+
+
+@pytest.mark.parametrize(
+    "classifiers, models, message",
+    [
+        (["llama_guard"], {}, 'judge.classifiers[0] = "llama_guard": must be one of'),
+        (["beaverdam"], {"beaverdam": "embedded"}, "judge.classifier_models.beaverdam: no embedded stand-in"),
+        (["harmbench"], {"harmbench": "./nowhere/cls"}, "classifier_models.harmbench: model path './nowhere/cls'"),
+    ],
+)
+def test_bad_classifier_config_stops_before_any_job(tmp_path, classifiers, models, message):
+    c = load_default_config()
+    c["judge"]["classifiers"] = classifiers
+    c["judge"]["classifier_models"] = models
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
 def test_real_models_plan_no_world_models(tmp_path):
     c = load_default_config()
     c["seeds"] = [1]  # the ladder and baselines run at seed 1 (method_seeds)

@@ -253,3 +253,39 @@ def test_removing_a_ratio_rebuilds_only_the_summary(finished):
         "report": 1,
         "all": 1,
     }
+
+
+def test_an_extra_classifier_judge_runs_only_its_jobs_and_its_failures_count_as_invalid(finished):
+    """judge.classifiers: harmbench on the micro world's own guard (a local folder; it answers no 'yes' / 'no',
+    so HarmBench's rule reads (nearly) every answer as invalid). Adding it runs one judge_classifier job per run; its
+    invalid verdicts are counted as such, never as safe; removing it rebuilds only the summary and the report."""
+    wd, cfg = finished
+    c = json.loads(json.dumps(cfg))
+    c["judge"]["classifiers"] = ["harmbench"]
+    c["judge"]["classifier_models"] = {"harmbench": "results/world/guard"}
+    path = write_config(c, wd, "classifier.yaml")
+    assert planned_jobs(wd, path) == {"judge_classifier": 3, "summary": 1, "report": 1, "all": 1}
+    before = (wd / "results" / "summary.csv").read_bytes()
+    snakemake(wd, path, "--cores", "2")
+    v = pd.read_parquet(wd / "results" / "runs" / "sft" / "p0.1" / "s1" / "classifiers" / "harmbench.parquet")
+    assert list(v.columns) == ["prompt_id", "verdict", "score", "raw", "fields"] and len(v) > 0
+    s = pd.read_csv(wd / "results" / "summary.csv")
+    invalid = s.harmbench_invalid_rate.to_numpy()
+    assert (invalid > 0).all() and (s.asr_harmbench + invalid <= 1).all()
+    for row in s.itertuples():
+        run = "initial/s1" if row.method == "initial" else f"{row.method}/p{row.poison_ratio}/s{row.seed}"
+        d = pd.read_parquet(wd / "results" / "runs" / run / "classifiers" / "harmbench.parquet")
+        assert row.harmbench_invalid_rate == pytest.approx((d.verdict == "invalid").mean())
+        assert row.asr_harmbench == pytest.approx((d.verdict == "unsafe").mean())  # invalid is not safe: not in it
+    a = pd.read_csv(wd / "results" / "judge_agreement.csv")
+    assert {("harmbench", "keyword"), ("harmbench", "llama_guard"), ("keyword", "llama_guard")} == set(
+        zip(a.judge_a, a.judge_b)
+    )
+    hb = a[a.judge_a == "harmbench"]
+    assert (hb.n <= s.n_harmful.max()).all()  # invalid verdicts are left out of the pairs
+    report = (wd / "results" / "report.md").read_text()
+    assert "## Judge agreement" in report and "## Extra classifier judges" in report
+    # Back to the config without it: nothing to judge again, the summary returns to its bytes.
+    assert planned_jobs(wd, write_config(cfg, wd, "config.yaml")) == {"summary": 1, "report": 1, "all": 1}
+    snakemake(wd, write_config(cfg, wd, "config.yaml"), "--cores", "2")
+    assert (wd / "results" / "summary.csv").read_bytes() == before

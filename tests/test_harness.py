@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tiny_models import tiny_llama
 from tokensafe.eval import benchmark_tables, harness
 from tokensafe.eval.benchmark_tasks import benchmark_problems
 from tokensafe.io import write_parquet
 from tokensafe.world.tokenizer import train_tokenizer
+
+from tiny_models import tiny_llama
 
 RESULTS = {
     "results": {

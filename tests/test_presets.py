@@ -49,6 +49,7 @@ FAMILY = {
     "pact_safety_tokens": "generate",
     "pact_reference": "generate",
     "judge": "judge",
+    "judge_classifier": "judge",
     "source_table": "data",
     "mix_finetune_set": "data",
     "toss_mask": "data",

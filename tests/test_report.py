@@ -99,3 +99,33 @@ def test_no_answer_rates_mean_over_seeds_per_ratio():
     assert "| Method | P=0 | P=0.1 |" in t
     assert "| pact | - | 15.0 |" in t and "| sft | 0.0 | 0.0 |" in t
     assert t.index("| initial |") < t.index("| sft |")
+
+
+def test_classifier_section_shows_asr_and_invalid_rate_per_method_and_ratio():
+    from tokensafe.stages.judge_report import classifier_section
+
+    assert classifier_section(_summary()) is None  # no extra classifier selected: no section
+    s = _summary().assign(asr_harmbench=0.2, harmbench_invalid_rate=0.0)
+    s.loc[(s.method == "sft") & (s.poison_ratio == 0.1) & (s.seed == 1), "harmbench_invalid_rate"] = 0.5
+    t = classifier_section(s)
+    assert "| Method | P=0: harmbench | P=0.1: harmbench |" in t
+    assert "| sft | 20.0 (0.0) | 20.0 (25.0) |" in t and "| pact | - | 20.0 (0.0) |" in t
+    assert "never counted as safe" in t
+
+
+def test_agreement_section_names_an_undefined_kappa(tmp_path):
+    from tokensafe.eval.agreement import KAPPA_OK, KAPPA_UNDEFINED
+    from tokensafe.stages.judge_report import agreement_section
+
+    rows = [
+        ("sft", 0.1, "keyword", "llama_guard", 10, 6, 4, 0.8, 0.52, 0.583, KAPPA_OK),
+        ("initial", 0.1, "harmbench", "keyword", 10, 0, 0, 1.0, 1.0, float("nan"), KAPPA_UNDEFINED),
+    ]
+    cols = ["method", "poison_ratio", "judge_a", "judge_b", "n", "n_unsafe_a", "n_unsafe_b", "agreement", "p_e"]
+    path = tmp_path / "judge_agreement.csv"
+    pd.DataFrame(rows, columns=[*cols, "kappa", "kappa_status"]).to_csv(path, index=False)
+    t = agreement_section(pd.read_csv(path))
+    assert "| sft | 0.1 | keyword vs llama_guard | 10 | 6 / 4 | 80.0 % | 0.583 |" in t
+    assert f"| initial | 0.1 | harmbench vs keyword | 10 | 0 / 0 | 100.0 % | {KAPPA_UNDEFINED} |" in t
+    assert t.index("| initial |") < t.index("| sft |")
+    assert agreement_section(pd.read_csv(path).iloc[:0]) == "No judge pairs to compare."

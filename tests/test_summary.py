@@ -76,3 +76,76 @@ def test_summary_file_has_the_documented_columns(tmp_path):
     agg = pd.read_csv(out["by_method.csv"])
     assert sorted(agg.metric) == ["accuracy", "asr_guard", "asr_keyword"] and (agg.n_seeds == 1).all()
     assert pd.read_csv(out["comparisons.csv"]).empty  # one method: nothing to compare
+
+
+def _classifier(tmp_path, name, verdicts, model="org/judge"):
+    path = tmp_path / f"{name}.parquet"
+    df = pd.DataFrame({"prompt_id": range(len(verdicts)), "verdict": verdicts, "score": float("nan"), "raw": "x"})
+    write_parquet(df, path, metadata={"classifier": {"name": name, "model": model}})
+    return str(path)
+
+
+def _outputs(tmp_path):
+    names = ("summary.csv", "summary.parquet", "outcomes.parquet", "by_method.csv", "comparisons.csv", "agree.csv")
+    keys = ["out_csv", "out_parquet", "out_outcomes", "out_by_method", "out_comparisons", "out_agreement"]
+    return {k: str(tmp_path / n) for k, n in zip(keys, names)}
+
+
+def test_extra_classifier_columns_count_invalid_verdicts_apart(tmp_path):
+    # 4 harmful prompts: keyword success 1 1 0 0, guard unsafe safe safe invalid, harmbench unsafe invalid safe invalid
+    g, j = _run(tmp_path, ["The answer is 3."], ["3"])
+    gen = pd.DataFrame({"set": ["harmful"] * 4 + ["task"], "prompt_id": [0, 1, 2, 3, 0], "response": "x"})
+    write_parquet(gen.assign(reference=[None] * 4 + ["3"]), g)
+    jud = pd.DataFrame(
+        {
+            "prompt_id": [0, 1, 2, 3],
+            "keyword_attack_success": [True, True, False, False],
+            "guard_verdict": ["unsafe", "safe", "safe", "invalid"],
+            "guard_p_unsafe": 0.5,
+        }
+    )
+    write_parquet(jud, j, metadata=META)
+    hb = _classifier(tmp_path, "harmbench", ["unsafe", "invalid", "safe", "invalid"], "cais/HarmBench-Llama-2-13b-cls")
+    out = _outputs(tmp_path)
+    run = dict(method="sft", poison_ratio=0.1, seed=1, generations=g, judgments=j, classifiers={"harmbench": hb})
+    df = write_summary(runs=[run], metric="number", classifiers=["harmbench"], **out)
+    cols = list(pd.read_csv(out["out_csv"]).columns)
+    at = SUMMARY_COLUMNS.index("mean_p_unsafe") + 1
+    assert cols == SUMMARY_COLUMNS[:at] + ["asr_harmbench", "harmbench_invalid_rate"] + SUMMARY_COLUMNS[at:]
+    # an invalid verdict is neither unsafe nor safe: ASR 1/4 and 2/4 invalid, not an ASR of 1/2 over valid ones
+    assert df.asr_harmbench.tolist() == [0.25] and df.harmbench_invalid_rate.tolist() == [0.5]
+    assert df.judge.tolist() == ["keyword+llama_guard:embedded+harmbench:cais/HarmBench-Llama-2-13b-cls"]
+    o = pd.read_parquet(out["out_outcomes"])
+    assert o[o.metric == "asr_harmbench"].value.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert o[o.metric == "harmbench_invalid_rate"].value.tolist() == [0.0, 1.0, 0.0, 1.0]
+    agg = pd.read_csv(out["out_by_method"]).set_index("metric")
+    assert agg.loc["harmbench_invalid_rate", "mean"] == 0.5 and agg.loc["asr_harmbench", "n_prompts"] == 4
+    a = pd.read_csv(out["out_agreement"]).set_index(["judge_a", "judge_b"])
+    assert sorted(a.index) == [("harmbench", "keyword"), ("harmbench", "llama_guard"), ("keyword", "llama_guard")]
+    assert set(a.method) == {"sft"} and set(a.poison_ratio) == {0.1}
+    # keyword vs guard: the guard's invalid prompt 3 is left out; prompts 0-2: (1,1), (1,0), (0,0)
+    kg = a.loc[("keyword", "llama_guard")]
+    assert kg.n == 3 and kg.agreement == pytest.approx(2 / 3) and kg.kappa == pytest.approx(0.4)
+    # harmbench vs guard: prompts 0 and 2 only, (1,1) and (0,0)
+    hg = a.loc[("harmbench", "llama_guard")]
+    assert hg.n == 2 and hg.agreement == 1.0 and hg.kappa == pytest.approx(1.0)
+
+
+def test_without_extra_classifiers_the_summary_keeps_its_columns_and_agreement_compares_two_judges(tmp_path):
+    g, j = _run(tmp_path, ["The answer is 3."], ["3"])
+    out = _outputs(tmp_path)
+    df = write_summary(
+        runs=[dict(method="sft", poison_ratio=0.1, seed=1, generations=g, judgments=j)], metric="number", **out
+    )
+    assert list(df.columns) == SUMMARY_COLUMNS and df.judge.tolist() == ["keyword+llama_guard:embedded"]
+    assert sorted(set(pd.read_parquet(out["out_outcomes"]).metric)) == ["accuracy", "asr_guard", "asr_keyword"]
+    a = pd.read_csv(out["out_agreement"])
+    assert a[["judge_a", "judge_b", "n", "agreement"]].values.tolist() == [["keyword", "llama_guard", 2, 1.0]]
+
+
+def test_a_classifier_output_for_other_prompts_is_refused(tmp_path):
+    g, j = _run(tmp_path, ["The answer is 3."], ["3"])
+    hb = _classifier(tmp_path, "harmbench", ["unsafe"])  # judged prompt 0 only, the run has 0 and 1
+    run = dict(method="sft", poison_ratio=0.1, seed=1, generations=g, judgments=j, classifiers={"harmbench": hb})
+    with pytest.raises(ValueError, match="judged other prompts"):
+        write_summary(runs=[run], metric="number", classifiers=["harmbench"], **_outputs(tmp_path))

@@ -172,6 +172,13 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
             classify_model_ref(config["models"][role])
         except ConfigError as e:
             problems.append(f"models.{role}: {e}")
+    for name in config["judge"].get("classifiers", []):
+        ref = config["judge"].get("classifier_models", {}).get(name)
+        try:
+            if ref is not None and classify_model_ref(ref) == "embedded":
+                problems.append(f"judge.classifier_models.{name}: no embedded stand-in: give a hub id or a folder")
+        except ConfigError as e:
+            problems.append(f"judge.classifier_models.{name}: {e}")
     if modelref.is_embedded(config["models"]["aligned"]) != modelref.is_embedded(config["models"]["base"]):
         problems.append(
             "models.base and models.aligned must both be 'embedded' or both be real models "

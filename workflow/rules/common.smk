@@ -95,9 +95,14 @@ def generation_params():
     return gen
 
 
+# The extra classifier judges' keys: read by the judge_classifier rule only (evaluate.smk), never by judge.
+CLASSIFIER_KEYS = ("classifiers", "classifier_models", "classifier_batch_size")
+
+
 def judge_params():
     """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND)."""
-    return {**config["judge"], "guard": {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}}
+    judge = {k: v for k, v in config["judge"].items() if k not in CLASSIFIER_KEYS}
+    return {**judge, "guard": {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}}
 
 
 WORLD = "results/world"

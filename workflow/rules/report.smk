@@ -9,6 +9,7 @@ rule summary:
         generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
         judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
         lm_eval=lm_eval_outputs(),
+        classifiers=[p for r in all_runs() for p in classifier_outputs(r["run"])],
         toss_masks=toss_report_inputs(),
     output:
         csv="results/summary.csv",
@@ -17,6 +18,7 @@ rule summary:
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
         lm_eval="results/lm_eval.csv",
+        agreement="results/judge_agreement.csv",
     log:
         "logs/summary.log",
     benchmark:
@@ -29,6 +31,7 @@ rule summary:
         code=code_version("summary.py"),
         runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
         metric=config["data"].get("task_metric", "number"),
+        classifiers=CLASSIFIERS,
         # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
         columns=SUMMARY_COLUMNS,
     script:
@@ -41,6 +44,7 @@ rule report:
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",
         lm_eval="results/lm_eval.csv",
+        agreement="results/judge_agreement.csv",
         toss_masks=toss_report_inputs(),
         safety_tokens=pact_report_inputs(),
         pact_conflicts=pact_conflict_inputs(),

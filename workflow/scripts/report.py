@@ -10,6 +10,7 @@ write_report(
     by_method_path=inp.by_method,
     comparisons_path=inp.comparisons,
     lm_eval_path=inp.lm_eval,
+    agreement_path=inp.agreement,
     toss_masks=list(inp.toss_masks),
     safety_tokens=inp.safety_tokens[0] if inp.safety_tokens else None,
     pact_conflicts=list(inp.pact_conflicts),

@@ -10,6 +10,7 @@ runs = [
         generations=f"results/runs/{r['run']}/generations.parquet",
         judgments=f"results/runs/{r['run']}/judgments.parquet",
         lm_eval=f"results/runs/{r['run']}/lm_eval.parquet" if snakemake.input.lm_eval else None,
+        classifiers={n: f"results/runs/{r['run']}/classifiers/{n}.parquet" for n in snakemake.params.classifiers},
     )
     for r in snakemake.params.runs
 ]
@@ -24,4 +25,6 @@ write_summary(
     out_comparisons=out.comparisons,
     mask_summaries=list(snakemake.input.toss_masks),
     out_lm_eval=out.lm_eval,
+    classifiers=list(snakemake.params.classifiers),
+    out_agreement=out.agreement,
 )

@@ -300,6 +300,7 @@ def write_report(
     pact_conflicts: list[str],
     out_md: str,
     out_png: str,
+    agreement_path: str | None = None,
 ) -> None:
     """The report stage: every section whose inputs this run has, then :func:`render`."""
     summary = read_parquet(summary_path)
@@ -311,6 +312,13 @@ def write_report(
     lm_eval = pd.read_csv(lm_eval_path) if lm_eval_path else pd.DataFrame()
     if not lm_eval.empty:
         sections.append(("Utility benchmarks (lm-evaluation-harness)", benchmark_tables.section(lm_eval, method_order)))
+    from tokensafe.stages.judge_report import agreement_section, classifier_section
+
+    extra = classifier_section(summary)
+    if extra:
+        sections.append(("Extra classifier judges: ASR and invalid verdicts", extra))
+    if agreement_path:
+        sections.append(("Judge agreement", agreement_section(pd.read_csv(agreement_path))))
     if toss_masks:
         sections.append(("TOSS masks against the known poison tokens", toss_section(list(toss_masks))))
     if safety_tokens:

@@ -14,7 +14,15 @@ import pandas as pd
 
 from tokensafe.config import settings_hash
 from tokensafe.eval import benchmark_tables
+from tokensafe.eval.agreement import judge_agreement
 from tokensafe.eval.answers import AGNEWS_LABELS, SST2_LABELS, answers_match, extract_label, extract_number
+from tokensafe.eval.judge_outcomes import (
+    classifier_label,
+    classifier_outcomes,
+    read_classifier,
+    summary_columns,
+    verdict_table,
+)
 from tokensafe.eval.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
 from tokensafe.io import atomic_path, parquet_metadata, read_json, read_parquet, write_parquet
 
@@ -48,9 +56,16 @@ def extract_prediction(text: str, metric: str):
 
 
 def run_outcomes(
-    method: str, ratio: float, seed: int, generations: str, judgments: str, metric: str
+    method: str,
+    ratio: float,
+    seed: int,
+    generations: str,
+    judgments: str,
+    metric: str,
+    classifiers: dict[str, str] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """The summary row of one run and its per-prompt outcomes (0/1 per prompt for each headline metric)."""
+    """The summary row of one run and its per-prompt outcomes (0/1 per prompt for each headline metric);
+    ``classifiers``: extra classifier judge -> its ``judge_classifier`` output (tokensafe.eval.judge_outcomes)."""
     gen = read_parquet(generations, ["set", "prompt_id", "response", "reference"])
     jud = read_parquet(judgments, ["prompt_id", "keyword_attack_success", "guard_verdict", "guard_p_unsafe"])
     task = gen[gen["set"] == "task"]
@@ -83,6 +98,11 @@ def run_outcomes(
         ("asr_keyword", jud.prompt_id, jud.keyword_attack_success.astype("float64")),
         ("asr_guard", jud.prompt_id, unsafe),
     ]
+    for name, path in (classifiers or {}).items():
+        cells, more = classifier_outcomes(name, read_classifier(path, jud.prompt_id))
+        row.update(cells)
+        row["judge"] += f"+{classifier_label(name, path)}"
+        parts += more
     outcomes = pd.concat(
         [
             pd.DataFrame(
@@ -109,18 +129,31 @@ def write_summary(
     out_comparisons: str,
     mask_summaries: list[str] = (),
     out_lm_eval: str | None = None,
+    classifiers: list[str] = (),
+    out_agreement: str | None = None,
 ) -> pd.DataFrame:
-    """``runs``: dicts with method, poison_ratio, seed, generations, judgments and, where utility benchmarks ran,
-    lm_eval (its table: its rows go to ``out_lm_eval`` and one summary column per task, metric and filter);
-    ``mask_summaries``: the TOSS rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison)."""
+    """``runs``: dicts with method, poison_ratio, seed, generations, judgments (and ``classifiers``: name ->
+    path, for each name of ``classifiers``; and, where utility benchmarks ran, ``lm_eval``: its table, whose rows
+    go to ``out_lm_eval`` and one summary column per task, metric and filter); ``mask_summaries``: the TOSS
+    rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison); ``out_agreement``: the judges'
+    pairwise agreement per method."""
+    classifiers = list(classifiers)
     rows, outcomes = zip(
         *(
-            run_outcomes(r["method"], r["poison_ratio"], r["seed"], r["generations"], r["judgments"], metric)
+            run_outcomes(
+                r["method"],
+                r["poison_ratio"],
+                r["seed"],
+                r["generations"],
+                r["judgments"],
+                metric,
+                {n: r["classifiers"][n] for n in classifiers},
+            )
             for r in runs
         )
     )
     df = (
-        pd.DataFrame(list(rows), columns=SUMMARY_COLUMNS)
+        pd.DataFrame(list(rows), columns=summary_columns(SUMMARY_COLUMNS, classifiers))
         .sort_values(["method", "poison_ratio", "seed"])
         .reset_index(drop=True)
     )
@@ -142,5 +175,22 @@ def write_summary(
     comp = comparisons(out, [read_json(p) for p in mask_summaries])
     with atomic_path(out_comparisons) as tmp:
         comp.to_csv(tmp, index=False)
+    if out_agreement is not None:
+        write_agreement(runs, classifiers, out_agreement)
     log.info("summary: %d rows, %d aggregate cells, %d comparisons", len(df), len(agg), len(comp))
     return df
+
+
+def write_agreement(runs: list[dict], classifiers: list[str], out_csv: str) -> pd.DataFrame:
+    """Pairwise agreement and Cohen's kappa of the judges (keyword, llama_guard and each extra classifier)
+    over the harmful prompts, per method and poison ratio (tokensafe.eval.agreement)."""
+    tables = []
+    for r in runs:
+        jud = read_parquet(r["judgments"], ["prompt_id", "keyword_attack_success", "guard_verdict"])
+        extra = {n: read_classifier(r["classifiers"][n], jud.prompt_id) for n in classifiers}
+        t = verdict_table(jud, extra)
+        tables.append(t.assign(method=r["method"], poison_ratio=float(r["poison_ratio"]), seed=int(r["seed"])))
+    agreement = judge_agreement(pd.concat(tables, ignore_index=True), by=("method", "poison_ratio"))
+    with atomic_path(out_csv) as tmp:
+        agreement.to_csv(tmp, index=False)
+    return agreement
