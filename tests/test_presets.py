@@ -50,6 +50,7 @@ FAMILY = {
     "pact_reference": "generate",
     "judge": "judge",
     "judge_classifier": "judge",
+    "lm_eval": "generate",
     "source_table": "data",
     "mix_finetune_set": "data",
     "toss_mask": "data",
@@ -59,7 +60,7 @@ FAMILY = {
 # The presets generate with vLLM, which lives in its own environment (.venv-vllm from `make vllm`, or
 # envs/vllm.yaml under --software-deployment-method conda, which needs a conda executable). The plan is the same
 # with the transformers backend (only where generate/judge run their stage differs), so the dry runs switch it.
-NO_VLLM = ("--config", "generation={'backend': 'transformers'}")
+NO_VLLM = ("--config", "generation={'backend': 'transformers'}", "utility_benchmarks={'backend': 'hf'}")
 # A preset is a complete config: it replaces config.yaml rather than extending it (recipes give epochs
 # where config.yaml gives steps, and the schema allows only one of them).
 REPLACE = ("--replace-workflow-config",)
@@ -257,6 +258,8 @@ def test_preset_plans_the_paper_grid(planned):
     assert counts["finetune"] == n_methods * n_ratios * n_seeds
     assert counts["generate"] == counts["judge"] == counts["finetune"] + n_seeds  # + the untrained aligned model
     assert counts["mix_finetune_set"] == n_ratios * n_seeds
+    # lm-eval's own tasks on every model, the untrained aligned one included (no local task data to build)
+    assert cfg["utility_benchmarks"]["tasks"] and counts["lm_eval"] == counts["generate"]
     assert not [r for r in counts if r.startswith("world_")], counts
     runs = {
         (j["wildcards"]["method"], j["wildcards"]["ratio"], j["wildcards"]["seed"])

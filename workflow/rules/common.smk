@@ -64,7 +64,12 @@ GEN_BACKEND = config["generation"]["backend"]
 _judge_backend = config["judge"]["guard"].get("backend", "generation")
 JUDGE_BACKEND = GEN_BACKEND if _judge_backend == "generation" else _judge_backend
 # utility_benchmarks.backend vllm scores with lm-eval's vLLM model, in the same environment.
-USE_VLLM = "vllm" in (GEN_BACKEND, JUDGE_BACKEND, (config.get("utility_benchmarks") or {}).get("backend"))
+_VLLM_USERS = {
+    "generation.backend": GEN_BACKEND,
+    "judge.guard.backend": JUDGE_BACKEND,
+    "utility_benchmarks.backend": (config.get("utility_benchmarks") or {}).get("backend", "hf"),
+}
+USE_VLLM = "vllm" in _VLLM_USERS.values()
 if USE_VLLM:
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -74,7 +79,8 @@ if USE_VLLM:
         _python = os.path.join(workflow.basedir, config["generation"]["vllm"]["python"])
         _problem = vllm_env_problem(os.path.abspath(_python), config["generation"]["vllm"]["python"])
         if _problem:
-            raise WorkflowError(f"generation.backend = vllm: {_problem}. {VLLM_MISSING}")
+            _key = next(k for k, v in _VLLM_USERS.items() if v == "vllm")  # the first setting that needs vLLM
+            raise WorkflowError(f"{_key} = vllm: {_problem}. {VLLM_MISSING}")
         # Jobs inherit it (SLURM jobs re-read this file); not a param: which interpreter runs vLLM reruns nothing.
         os.environ[ENV_PYTHON] = os.path.abspath(_python)
     # One engine for every generate job (tokensafe.eval.vllm_server) needs the jobs on one machine: local runs.
