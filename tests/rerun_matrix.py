@@ -3,11 +3,17 @@
 Used by tests/test_e2e_methods.py (every row is planned and compared) and to render README's table:
 
     .venv/bin/python tests/rerun_matrix.py --readme     # prints the markdown table README embeds
+
+After a change that adds jobs to many rows (a new rule every run has), the planned jobs can be written back
+instead of compared (then review the diff of tests/data/rerun_matrix.yaml: every changed row is a claim):
+
+    TOKENSAFE_WRITE_RERUN_MATRIX=1 .venv/bin/python -m pytest tests/test_e2e_methods.py -k rerun_matrix
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -79,6 +85,37 @@ def plan(workdir: Path, cfg: dict, name: str) -> dict:
         at = next((i for i, ln in enumerate(lines) if ln.startswith("WorkflowError")), None)
         return {"refused": (lines[at + 1] if at is not None and at + 1 < len(lines) else lines[-1]).lstrip("- ")}
     return job_stats(out)
+
+
+def _flow(plan: dict, old: dict) -> str:
+    """A plan as one flow mapping: the rules of the old plan in their order, then the new ones."""
+    order = [k for k in old if k in plan] + [k for k in plan if k not in old]
+    if "refused" in plan:
+        return "{refused: " + json.dumps(plan["refused"]) + "}"
+    return "{" + ", ".join(f"{k}: {plan[k]}" for k in order) + "}"
+
+
+def write_plans(observed: dict[str, dict]) -> list[str]:
+    """Replace the ``plan:`` of each row whose key is in ``observed`` (comments and layout kept); returns the keys
+    whose plan changed."""
+    rows = {r["key"]: r["plan"] for r in load_matrix()}
+    lines = MATRIX.read_text().splitlines()
+    out, key, changed, skipping = [], None, [], False
+    for line in lines:
+        if skipping and line.startswith("    "):
+            continue  # the old plan's continuation lines
+        skipping = False
+        if line.startswith("- key: "):
+            key = line[len("- key: ") :].strip()
+        if line.startswith("  plan:") and key in observed:
+            if observed[key] != rows[key]:
+                changed.append(key)
+            out.append(f"  plan: {_flow(observed[key], rows[key])}")
+            skipping = True
+            continue
+        out.append(line)
+    MATRIX.write_text("\n".join(out) + "\n")
+    return changed
 
 
 def _compress(keys: list[str], leaves: list[str]) -> list[str]:

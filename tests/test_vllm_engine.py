@@ -171,3 +171,33 @@ def test_the_guard_can_judge_with_transformers_beside_vllm_generation(runs):
         "report": 1,
         "all": 1,
     }
+
+
+@pytest.fixture(scope="module")
+def bench_runs(micro_run, tmp_path_factory):
+    """The finished micro run, and a copy switched to utility_benchmarks.backend: vllm (lm-eval's vLLM model with
+    the run's adapter as a LoRA request) and rerun."""
+    cfg = micro_config()
+    ours = micro_run("e2e", cfg)
+    theirs = tmp_path_factory.mktemp("vllm_bench")
+    for name in ("results", ".snakemake"):
+        shutil.copytree(ours / name, theirs / name, symlinks=True)
+    c = copy.deepcopy(cfg)
+    c["utility_benchmarks"]["backend"] = "vllm"
+    configfile = write_config(c, theirs)
+    plan = planned_jobs(theirs, configfile)
+    snakemake(theirs, configfile, "--cores", "2")
+    return ours, theirs, plan
+
+
+def test_lm_eval_through_vllm_scores_what_the_hf_backend_scores(bench_runs):
+    """Greedy and fp32, lm-eval's vLLM model with the LoRA adapter answers as transformers + peft does: the same
+    exact match per run and filter (only the backend column differs)."""
+    ours, theirs, plan = bench_runs
+    assert plan == {"lm_eval": 3, "summary": 1, "report": 1, "all": 1}
+    a = pd.read_csv(ours / "results" / "lm_eval.csv")
+    b = pd.read_csv(theirs / "results" / "lm_eval.csv")
+    assert set(a.backend) == {"hf"} and set(b.backend) == {"vllm"}
+    keys = ["method", "poison_ratio", "seed", "task", "metric", "filter"]
+    pd.testing.assert_frame_equal(a[[*keys, "value", "n_samples"]], b[[*keys, "value", "n_samples"]])
+    assert "Loading weights took" in (theirs / "logs" / "lm_eval" / "sft" / "p0.1" / "s1.log").read_text()

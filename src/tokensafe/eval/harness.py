@@ -86,11 +86,17 @@ def device() -> str:
 def build_lm(*, aligned: str, adapter: str | None, dtype: str, batch_size: int, backend: str, vllm_cfg: dict | None):
     """The harness's model object for the aligned model with ``adapter`` (None: the aligned model itself)."""
     if backend == "vllm":
-        from tokensafe.eval.vllm_backend import engine_kwargs
+        import os
 
+        from tokensafe.eval.vllm_backend import check_cpu_head_size, engine_environment, engine_kwargs
+
+        cuda = _cuda_count()
+        if not cuda:
+            check_cpu_head_size(aligned)
+        for k, v in engine_environment(vllm_cfg or {}, cuda).items():  # the CPU KV cache, as tokensafe's own engine
+            os.environ.setdefault(k, v)
         VLLM = _lm_eval_vllm_class()
-
-        kw = engine_kwargs(aligned, vllm_cfg or {}, lora=adapter is not None, seed=None, cuda_devices=_cuda_count())
+        kw = engine_kwargs(aligned, vllm_cfg or {}, lora=adapter is not None, seed=None, cuda_devices=cuda)
         kw.pop("model")
         return VLLM(pretrained=aligned, lora_local_path=adapter, batch_size=batch_size, **kw)
     from lm_eval.models.huggingface import HFLM
