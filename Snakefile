@@ -19,6 +19,7 @@ include: "workflow/rules/pact.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/llm_judge.smk"
 include: "workflow/rules/report.smk"
 
 

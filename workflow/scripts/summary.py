@@ -22,4 +22,6 @@ write_summary(
     out_by_method=out.by_method,
     out_comparisons=out.comparisons,
     mask_summaries=list(snakemake.input.toss_masks),
+    llm_reference=snakemake.params.get("llm_reference"),
+    out_llm=snakemake.output.get("llm"),
 )

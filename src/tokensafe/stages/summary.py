@@ -107,20 +107,29 @@ def write_summary(
     out_by_method: str,
     out_comparisons: str,
     mask_summaries: list[str] = (),
+    llm_reference: str | None = None,
+    out_llm: str | None = None,
 ) -> pd.DataFrame:
-    """``runs``: dicts with method, poison_ratio, seed, generations, judgments; ``mask_summaries``: the TOSS
-    rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison)."""
+    """``runs``: dicts with method, poison_ratio, seed, generations, judgments (and with the LLM judge on, the
+    paths llm_win_rate / llm_rubrics); ``mask_summaries``: the TOSS rounds' mask.json files (for the TOSS-Pro vs
+    TOSS precision comparison). ``out_llm``: the LLM-judge table (``llm_judge_jobs.llm_table``), whose per-run
+    values also become summary columns after the others."""
     rows, outcomes = zip(
         *(
             run_outcomes(r["method"], r["poison_ratio"], r["seed"], r["generations"], r["judgments"], metric)
             for r in runs
         )
     )
-    df = (
-        pd.DataFrame(list(rows), columns=SUMMARY_COLUMNS)
-        .sort_values(["method", "poison_ratio", "seed"])
-        .reset_index(drop=True)
-    )
+    df = pd.DataFrame(list(rows), columns=SUMMARY_COLUMNS)
+    if out_llm is not None:
+        from tokensafe.stages.llm_judge_jobs import llm_table, summary_columns
+
+        table = llm_table(runs, llm_reference)
+        extra = pd.DataFrame([summary_columns(table, r["method"], r["poison_ratio"], r["seed"]) for r in runs])
+        df = pd.concat([df, extra], axis=1)
+        with atomic_path(out_llm) as tmp:
+            table.to_csv(tmp, index=False)
+    df = df.sort_values(["method", "poison_ratio", "seed"]).reset_index(drop=True)
     out = pd.concat(outcomes, ignore_index=True).sort_values(["method", "poison_ratio", "seed", "metric", "prompt_id"])
     out = out.reset_index(drop=True)
     with atomic_path(out_csv) as tmp:
