@@ -1,6 +1,9 @@
+import sys
+
 # The LLM judge (judge.llm; tokensafe.stages.llm_judge_jobs): per run, its win rate against the reference run's
 # response to the same prompt (the reference run itself gets none: 50 by definition; 'initial' gets one per
 # poison ratio, against the reference at that ratio and seed) and its rubric scores on the harmful prompts.
+# A run at a (ratio, seed) where the reference does not run gets no win rate (listed in the plan and the report).
 # Every judge.llm key is a param of these jobs only (a rerun asks the judge only what its cache lacks).
 LLM = config["judge"]["llm"]
 LLM_ON = bool(LLM.get("enabled"))
@@ -14,19 +17,17 @@ LLM_CACHE = "results/llm_judge_cache"
 def _llm_config_problem():
     if LLM["server"] == "external" and not (LLM.get("base_url") and LLM.get("model")):
         return "judge.llm.server external needs judge.llm.base_url and judge.llm.model"
+    if LLM_LOCAL and LLM["model_path"] == "embedded" and config["models"]["aligned"] != "embedded":
+        return (
+            "judge.llm.model_path embedded is the embedded world's judge stand-in: it knows only the world's "
+            "prompts and responses. With models.aligned a real model, point judge.llm at a real judge (README, "
+            "'LLM judge': server external with GPT-4o or your server, or model_path a local folder) or set "
+            "judge.llm.enabled: false"
+        )
     if not LLM_WIN:
         return None
     if LLM_REF not in METHODS:
         return f"judge.llm.reference {LLM_REF} is not in methods {METHODS}: every win rate is against its runs"
-    have = {(r, s) for r in method_ratios(LLM_REF) for s in method_seeds(LLM_REF)}
-    need = {(ratio_tag(r["poison_ratio"]), r["seed"]) for r in all_runs() if r["method"] != LLM_REF}
-    missing = sorted(need - have)
-    if missing:
-        cells = ", ".join(f"P={r} seed {s}" for r, s in missing)
-        return (
-            f"judge.llm.reference {LLM_REF} does not run at {cells}, where another method does: add them to its "
-            "method_poison_ratios / method_seeds, or choose another reference"
-        )
     return None
 
 
@@ -51,15 +52,32 @@ LLM_JUDGE_INPUT = (
 )
 
 
+# The reference's (ratio, seed) cells: a run at a cell without one gets no win rate; the plan and the report say so.
+LLM_REF_CELLS = {(r, int(s)) for r in method_ratios(LLM_REF) for s in method_seeds(LLM_REF)} if LLM_WIN else set()
+
+
 def llm_paths(run):
-    """The LLM-judge outputs of one run (a dict of all_runs()): {'llm_win_rate': path | None, 'llm_rubrics': ...}."""
+    """The LLM-judge outputs of one run (a dict of all_runs()): {'llm_win_rate': path | None, 'llm_rubrics': ...,
+    'llm_win_rate_skipped': True where the reference does not run at the run's ratio and seed}."""
+    tag = ratio_tag(run["poison_ratio"])
     win = LLM_WIN and run["method"] != LLM_REF
+    skipped = win and (tag, int(run["seed"])) not in LLM_REF_CELLS
     return {
-        "llm_win_rate": (
-            f"results/runs/{run['run']}/llm_win_rate/p{ratio_tag(run['poison_ratio'])}.parquet" if win else None
-        ),
+        "llm_win_rate": f"results/runs/{run['run']}/llm_win_rate/p{tag}.parquet" if win and not skipped else None,
         "llm_rubrics": f"results/runs/{run['run']}/llm_rubrics.parquet" if LLM_RUBRICS else None,
+        **({"llm_win_rate_skipped": True} if skipped else {}),
     }
+
+
+_skipped = sorted(
+    {(r["method"], r["poison_ratio"], r["seed"]) for r in all_runs() if llm_paths(r).get("llm_win_rate_skipped")}
+)
+if _skipped:
+    print(
+        f"judge.llm: no win rate vs {LLM_REF} for {len(_skipped)} run(s) where {LLM_REF} does not run at the same "
+        "poison ratio and seed (listed in the report): " + ", ".join(f"{m} P={p:g} seed {s}" for m, p, s in _skipped),
+        file=sys.stderr,
+    )
 
 
 def llm_outputs(kind):

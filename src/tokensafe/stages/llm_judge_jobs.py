@@ -146,6 +146,8 @@ def llm_table(runs: list[dict], reference: str) -> pd.DataFrame:
         ids = {k: r[k] for k in ID_COLUMNS}
         part = summary_rows(win_rate_file=r.get("llm_win_rate"), rubrics_file=r.get("llm_rubrics"))
         rows += [{**ids, **row} for row in part.to_dict("records")]
+        if r.get("llm_win_rate_skipped"):  # the reference does not run at this ratio and seed
+            rows.append({**ids, "metric": f"{metric}_skipped", "set": "all"})
         cell = per_cell.setdefault((r["method"], float(r["poison_ratio"])), {"win": [], "rubrics": []})
         if r.get("llm_win_rate"):
             cell["win"].append(read_parquet(r["llm_win_rate"], WIN_RATE_COLUMNS))
@@ -225,6 +227,8 @@ def summary_columns(table: pd.DataFrame, method: str, ratio: float, seed: int) -
     t = table[(table.method == method) & (table.poison_ratio == float(ratio)) & (table.seed == int(seed))]
     out = {}
     for m, g in t.groupby("metric", sort=False):
+        if m.endswith("_skipped"):
+            continue
         if m.startswith("win_rate") and not m.endswith("_avg"):
             out.update({f"{m}_{s}": v for s, v in zip(g["set"], g.value)})
             out[f"{m}_n_invalid"] = int(g.n_invalid.fillna(0).sum())

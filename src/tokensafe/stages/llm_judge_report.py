@@ -22,7 +22,7 @@ def win_rate_section(table: pd.DataFrame) -> str | None:
     win = agg[agg.metric.str.startswith("win_rate_vs_")]
     if win.empty:
         return None
-    metric = sorted(m for m in win.metric.unique() if not m.endswith("_avg"))[0]
+    metric = sorted(m for m in win.metric.unique() if not m.endswith(("_avg", "_skipped")))[0]
     reference = metric[len("win_rate_vs_") :]
     sets = sorted(win[win.metric == metric]["set"].unique())
     out = [
@@ -47,6 +47,10 @@ def win_rate_section(table: pd.DataFrame) -> str | None:
             inv, ident = int(rows.n_invalid.fillna(0).sum()), int(rows.n_identical.fillna(0).sum())
             cells += ["-" if avg.empty else f"{avg.value.iloc[0]:.1f}", str(inv), str(ident)]
             out.append(f"| {m} | " + " | ".join(cells) + " |")
+    skipped = table[table.metric == f"{metric}_skipped"]
+    if len(skipped):
+        runs = ", ".join(f"{r.method} P={r.poison_ratio:g} seed {r.seed}" for r in skipped.itertuples())
+        out += ["", f"No win rate where `{reference}` does not run at the same poison ratio and seed: {runs}."]
     return "\n".join(out)
 
 
