@@ -4,7 +4,7 @@ import sys
 # response to the same prompt (the reference run itself gets none: 50 by definition; 'initial' gets one per
 # poison ratio, against the reference at that ratio and seed) and its rubric scores on the harmful prompts.
 # A run at a (ratio, seed) where the reference does not run gets no win rate (listed in the plan and the report).
-# Every judge.llm key is a param of these jobs only (a rerun asks the judge only what its cache lacks).
+# Every judge.llm key it reads is a param of each job (not of other jobs) (a rerun asks the judge only what its cache lacks).
 LLM = config["judge"]["llm"]
 LLM_ON = bool(LLM.get("enabled"))
 LLM_WIN = LLM_ON and LLM.get("pairwise_template") is not None
@@ -12,6 +12,9 @@ LLM_RUBRICS = LLM_ON and bool(LLM.get("rubrics"))
 LLM_REF = LLM.get("reference", "sft")
 LLM_LOCAL = LLM_ON and LLM.get("server") in ("transformers", "vllm")
 LLM_CACHE = "results/llm_judge_cache"
+# What each rule reads of judge.llm: the win rate not the rubrics, the rubrics not the pairwise template.
+LLM_WIN_PARAMS = {k: v for k, v in LLM.items() if k != "rubrics"}
+LLM_RUBRIC_PARAMS = {k: v for k, v in LLM.items() if k not in ("pairwise_template", "reference")}
 
 
 def _llm_config_problem():
@@ -38,7 +41,9 @@ if LLM_ON:
     if LLM["server"] == "vllm":
         from tokensafe.eval.vllm_backend import ENV_PYTHON, VLLM_MISSING, vllm_env_problem
 
-        _python = os.path.abspath(os.path.join(workflow.basedir, config["generation"]["vllm"]["python"]))
+        _python = os.environ.get(ENV_PYTHON) or os.path.abspath(
+            os.path.join(workflow.basedir, config["generation"]["vllm"]["python"])
+        )
         _problem = vllm_env_problem(_python, config["generation"]["vllm"]["python"])
         if _problem:
             raise WorkflowError(f"judge.llm.server = vllm: {_problem}. {VLLM_MISSING}")
@@ -107,7 +112,7 @@ rule llm_win_rate:
     params:
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("llm_win_rate.py"),
-        llm=LLM,
+        llm=LLM_WIN_PARAMS,
         judge_model=LLM_JUDGE_MODEL,
         cache=LLM_CACHE,
     script:
@@ -131,7 +136,7 @@ rule llm_rubrics:
     params:
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("llm_rubrics.py"),
-        llm=LLM,
+        llm=LLM_RUBRIC_PARAMS,
         judge_model=LLM_JUDGE_MODEL,
         cache=LLM_CACHE,
     script:
