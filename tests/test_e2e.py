@@ -96,6 +96,8 @@ def test_adding_a_seed_adds_only_its_jobs(finished):
         "finetune": 2,
         "generate": 3,
         "judge": 3,
+        "llm_win_rate": 2,  # initial at seed 2 against sft at each ratio
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -110,6 +112,8 @@ def test_adding_a_ratio_adds_only_its_jobs(finished):
         "finetune": 1,
         "generate": 1,
         "judge": 1,
+        "llm_win_rate": 1,  # initial against sft at the new ratio
+        "llm_rubrics": 1,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -130,6 +134,8 @@ def test_generation_change_reruns_generation_not_training(finished):
     assert planned_jobs(wd, write_config(c, wd, "gen.yaml")) == {
         "generate": 3,
         "judge": 3,
+        "llm_win_rate": 2,
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -156,9 +162,12 @@ def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finishe
         "world_base": 1,
         "world_aligned": 1,
         "world_guard": 1,
+        "world_judge": 1,
         "finetune": 2,
         "generate": 3,
         "judge": 3,
+        "llm_win_rate": 2,
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -179,7 +188,11 @@ def test_bad_config_leaves_results_intact(finished):
     "module, edit, plan",
     [
         ("stages/report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
-        ("stages/generation.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+        (
+            "stages/generation.py",
+            "\n\nEXTRA = 1\n",
+            {"generate": 3, "judge": 3, "llm_win_rate": 2, "llm_rubrics": 3, "summary": 1, "report": 1},
+        ),
         ("stages/generation.py", "\n# a comment and a docstring change nothing\n", {}),
     ],
 )

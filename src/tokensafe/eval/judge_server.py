@@ -91,6 +91,10 @@ def stop_all(state_dir: str) -> None:
         with contextlib.suppress(Exception):
             os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
         state.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for lock in Path(state_dir).glob("*.lock"):
+            lock.unlink()
+        Path(state_dir).rmdir()
 
 
 def watch(owner: int, command: list[str], poll_s: float = 2.0) -> int:

@@ -254,8 +254,9 @@ def build_judge(
     history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss)
     held = judge_examples(rows, "held_out", 100, seed + 1)
     agree = agreement(model, tok, held)
-    log.info("judge held-out agreement by format and prompt kind: %s", agree.pop("by_kind"))
-    for fmt, a in agree.items():
+    log.info("judge held-out agreement by format and prompt kind: %s", agree["by_kind"])
+    for fmt in FORMATS:
+        a = agree[fmt]
         log.info(
             "judge held-out %s: agreement %.3f, invalid %.3f (n %d; majority label %.3f)",
             fmt,
