@@ -104,8 +104,10 @@ def generation_params():
 
 
 def judge_params():
-    """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND)."""
-    return {**config["judge"], "guard": {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}}
+    """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND); not judge.llm (the
+    LLM-judge jobs' own section, llm_judge.smk)."""
+    guard = {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}
+    return {**{k: v for k, v in config["judge"].items() if k != "llm"}, "guard": guard}
 
 
 WORLD = "results/world"
