@@ -76,7 +76,8 @@ def test_outputs_and_summary_columns(finished):
 
 def test_every_job_logged_and_benchmarked(finished):
     wd, _ = finished
-    logs = [p for p in (wd / "logs").rglob("*.log") if p.name != "jobserver.log"]  # the server is no job
+    servers = ("jobserver.log", "llm_judge_server.log")  # the job server and the LLM-judge server are no jobs
+    logs = [p for p in (wd / "logs").rglob("*.log") if p.name not in servers]
     benches = list((wd / "benchmarks").rglob("*.tsv"))
     assert len(logs) >= 15 and len(benches) == len(logs)
     ft = (wd / "logs" / "finetune" / "sft" / "p0.1_s1.log").read_text()
