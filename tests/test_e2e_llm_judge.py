@@ -80,13 +80,47 @@ def test_a_judge_llm_change_reruns_only_the_llm_judge_jobs_and_asks_nothing_agai
     assert planned_jobs(wd, path) == {"llm_win_rate": 2, "llm_rubrics": 3, "summary": 1, "report": 1, "all": 1}
     snakemake(wd, path, "--cores", "2")
     assert cache_files(wd) == before  # every answer came from the cache
-    assert planned_jobs(wd, write_config(cfg, wd, "back.yaml")) == {
-        "llm_win_rate": 2,
-        "llm_rubrics": 3,
+    back = write_config(cfg, wd, "back.yaml")
+    assert planned_jobs(wd, back) == {"llm_win_rate": 2, "llm_rubrics": 3, "summary": 1, "report": 1, "all": 1}
+    snakemake(wd, back, "--cores", "2")
+    assert cache_files(wd) == before
+
+
+def test_a_lost_job_output_reruns_from_the_cache_asking_only_what_is_missing(finished):
+    """As after a run killed in a judge job: that job's output is missing (and so is the summary, which comes
+    after it), and only some of its answers are cached. The rerun sends exactly the missing requests (only their
+    cache files are written; every other stays untouched)."""
+    from tokensafe.eval.judge_client import request_key
+    from tokensafe.eval.rubrics import get_rubric
+    from tokensafe.stages.llm_judging import first_prompts
+
+    wd, cfg = finished
+    run = wd / "results" / "runs" / "sft" / "p0.1" / "s1"
+    gen = pd.read_parquet(run / "generations.parquet")
+    gen = first_prompts(gen[gen["set"] == "harmful"], LIMIT)
+    params = {"temperature": 0.0, "max_tokens": cfg["judge"]["llm"]["max_tokens"]}
+    keys = {
+        request_key("results/world/judge", get_rubric("hexphi").render(p, r), params)
+        for p, r in zip(gen.prompt, gen.response)
+    }
+    mine = [f for f in cache_files(wd) if f.stem in keys]
+    assert len(mine) == len(keys) >= 1
+    lost = mine[:2]
+    for f in lost:
+        f.unlink()
+    (run / "llm_rubrics.parquet").unlink()
+    (wd / "results" / "summary.csv").unlink()
+    before = {f: f.stat().st_mtime_ns for f in cache_files(wd)}
+    assert planned_jobs(wd, write_config(cfg, wd, "again.yaml")) == {
+        "llm_rubrics": 1,
         "summary": 1,
         "report": 1,
         "all": 1,
     }
+    snakemake(wd, write_config(cfg, wd, "again.yaml"), "--cores", "2")
+    after = {f: f.stat().st_mtime_ns for f in cache_files(wd)}
+    assert set(after) - set(before) == set(lost)  # the missing answers, asked again
+    assert all(after[f] == t for f, t in before.items())  # nothing else asked
 
 
 def test_judge_llm_off_leaves_the_summary_and_report_as_without_it(finished):
