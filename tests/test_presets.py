@@ -54,6 +54,10 @@ FAMILY = {
     "toss_mask": "data",
     "summary": "report",
     "report": "report",
+    # An LLM-judge job against an external endpoint is an HTTP client (the report family); one that serves a
+    # local judge model asks for the judge family's resources.
+    "llm_win_rate": "llm",
+    "llm_rubrics": "llm",
 }
 # The presets generate with vLLM, which lives in its own environment (.venv-vllm from `make vllm`, or
 # envs/vllm.yaml under --software-deployment-method conda, which needs a conda executable). The plan is the same
@@ -270,6 +274,8 @@ def test_preset_jobs_ask_for_their_resources(planned):
     cfg, counts, jobs = planned
     for job in jobs:
         family = FAMILY.get(job["rule"])
+        if family == "llm":
+            family = "report" if cfg["judge"]["llm"]["server"] == "external" else "judge"
         if family is None:
             assert job["rule"] == "all", f"no resource family known for rule {job['rule']}"
             continue

@@ -12,6 +12,9 @@ LLM_RUBRICS = LLM_ON and bool(LLM.get("rubrics"))
 LLM_REF = LLM.get("reference", "sft")
 LLM_LOCAL = LLM_ON and LLM.get("server") in ("transformers", "vllm")
 LLM_CACHE = "results/llm_judge_cache"
+# An external judge's job is an HTTP client (the report family's resources); a job that may start a local judge
+# server (per job on a cluster) asks for the judge family's (a GPU there, where the presets give one).
+LLM_FAMILY = "judge" if LLM_LOCAL else "report"
 # What each rule reads of judge.llm: the win rate not the rubrics, the rubrics not the pairwise template.
 LLM_WIN_PARAMS = {k: v for k, v in LLM.items() if k != "rubrics"}
 LLM_RUBRIC_PARAMS = {k: v for k, v in LLM.items() if k not in ("pairwise_template", "reference")}
@@ -106,9 +109,9 @@ rule llm_win_rate:
     benchmark:
         "benchmarks/llm_win_rate/{run}/p{ratio}.tsv"
     priority: PRIORITY["generate"]
-    threads: 1
+    threads: threads_for(LLM_FAMILY)
     resources:
-        **resources_for("judge"),
+        **resources_for(LLM_FAMILY),
     params:
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("llm_win_rate.py"),
@@ -130,9 +133,9 @@ rule llm_rubrics:
     benchmark:
         "benchmarks/llm_rubrics/{run}.tsv"
     priority: PRIORITY["generate"]
-    threads: 1
+    threads: threads_for(LLM_FAMILY)
     resources:
-        **resources_for("judge"),
+        **resources_for(LLM_FAMILY),
     params:
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("llm_rubrics.py"),
