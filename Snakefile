@@ -20,6 +20,7 @@ include: "workflow/rules/baselines.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/llm_judge.smk"
 include: "workflow/rules/report.smk"
 
 

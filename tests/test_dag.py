@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from workflow_utils import load_default_config, planned_jobs, snakemake, write_config
+from workflow_utils import job_stats, load_default_config, planned_jobs, snakemake, write_config
 
 DEFAULT_PLAN = {
     "world_data": 1,
@@ -18,6 +18,9 @@ DEFAULT_PLAN = {
     # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
     "generate": 31,  # + initial once per seed
     "judge": 31,
+    "world_judge": 1,  # the LLM-judge stand-in (judge.llm.model_path embedded)
+    "llm_win_rate": 28,  # every run but sft's (the reference), initial once per ratio and seed (3 x 3)
+    "llm_rubrics": 31,
     "toss_reference": 2,  # utility and harmful reference models, shared by every run
     "toss_utility_losses": 3,
     "toss_losses": 9,  # rounds 0 (TOSS), 1, 2 (TOSS-Pro) at P = 0.1, per seed: loss dump
@@ -118,6 +121,7 @@ def test_real_models_plan_no_world_models(tmp_path):
     model_dir = tmp_path / "my-aligned"
     model_dir.mkdir()
     c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}
+    c["judge"]["llm"].update(server="external", base_url="http://127.0.0.1:9/v1", model="my-judge")
     for name in (
         "task",
         "poison",
@@ -136,7 +140,10 @@ def test_real_models_plan_no_world_models(tmp_path):
             "reference_column": "a",
         }
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
-    assert not {"world_base", "world_aligned", "world_guard", "world_tokenizer", "world_data"} & set(jobs)
+    assert not {"world_base", "world_aligned", "world_guard", "world_tokenizer", "world_data", "world_judge"} & set(
+        jobs
+    )
+    assert jobs["llm_win_rate"] == 13 + 3 and jobs["llm_rubrics"] == jobs["generate"]  # + initial at 3 ratios
     assert jobs["finetune"] == 3 + len(c["methods"]) - 1  # sft at 3 ratios, the rest at P = 0.1
 
 
@@ -150,6 +157,15 @@ def test_real_models_plan_no_world_models(tmp_path):
         ),
         (lambda c: c.update(seeds="one"), 'seeds = "one": must be a value of type array'),
         (lambda c: c.update(cpu_numerics="fast"), 'cpu_numerics = "fast": must be one of avx2, portable, native'),
+        (
+            lambda c: c["judge"]["llm"].update(server="external"),
+            "judge.llm.server external needs judge.llm.base_url and judge.llm.model",
+        ),
+        (lambda c: c.update(methods=["toss"]), "judge.llm.reference sft is not in methods"),
+        (
+            lambda c: c["models"].update(aligned="example/aligned-model", base="example/base-model"),
+            "judge.llm.model_path embedded is the embedded world's judge stand-in",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, mutate, message):
@@ -159,6 +175,32 @@ def test_bad_config_stops_before_any_job(tmp_path, mutate, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_llm_judge_off_plans_no_llm_job_and_each_measure_can_be_left_out(tmp_path):
+    c = load_default_config()
+    c["judge"]["llm"]["enabled"] = False
+    off = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert off == {k: v for k, v in DEFAULT_PLAN.items() if k not in ("world_judge", "llm_win_rate", "llm_rubrics")}
+    c["judge"]["llm"].update(enabled=True, pairwise_template=None)
+    assert "llm_win_rate" not in planned_jobs(tmp_path, write_config(c, tmp_path))
+    c["judge"]["llm"].update(pairwise_template="alpaca_eval_gpt4", rubrics=[])
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert "llm_rubrics" not in jobs and jobs["llm_win_rate"] == 28
+    # An external judge needs no world model; its key is read when a request is sent, not when planning.
+    c["judge"]["llm"].update(server="external", base_url="https://api.openai.com/v1", model="gpt-4o-2024-08-06")
+    c["judge"]["llm"]["api_key_env"] = "TOKENSAFE_TEST_KEY_THAT_IS_NOT_SET"
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert "world_judge" not in jobs and jobs["llm_win_rate"] == 28
+
+
+def test_llm_win_rate_skips_runs_without_a_reference_run_and_says_so(tmp_path):
+    c = load_default_config()
+    c["judge"]["llm"]["reference"] = "safelora"  # P = 0.1, seed 1 only
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n")
+    jobs = job_stats(proc.stdout + proc.stderr)
+    assert jobs["llm_win_rate"] == 13 + 1  # the other 13 methods at P = 0.1, seed 1, and initial there
+    assert "no win rate vs safelora for 22 run(s)" in proc.stderr
 
 
 def test_malformed_yaml_is_reported(tmp_path):

@@ -121,7 +121,8 @@ def test_lm_eval_answers_are_the_generated_answers(finished):
 
 def test_every_job_logged_and_benchmarked(finished):
     wd, _ = finished
-    logs = [p for p in (wd / "logs").rglob("*.log") if p.name != "jobserver.log"]  # the server is no job
+    servers = ("jobserver.log", "llm_judge_server.log")  # the job server and the LLM-judge server are no jobs
+    logs = [p for p in (wd / "logs").rglob("*.log") if p.name not in servers]
     benches = list((wd / "benchmarks").rglob("*.tsv"))
     assert len(logs) >= 15 and len(benches) == len(logs)
     ft = (wd / "logs" / "finetune" / "sft" / "p0.1_s1.log").read_text()
@@ -142,6 +143,8 @@ def test_adding_a_seed_adds_only_its_jobs(finished):
         "generate": 3,
         "judge": 3,
         "lm_eval": 3,
+        "llm_win_rate": 2,  # initial at seed 2 against sft at each ratio
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -157,6 +160,8 @@ def test_adding_a_ratio_adds_only_its_jobs(finished):
         "generate": 1,
         "judge": 1,
         "lm_eval": 1,
+        "llm_win_rate": 1,  # initial against sft at the new ratio
+        "llm_rubrics": 1,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -177,6 +182,8 @@ def test_generation_change_reruns_generation_not_training(finished):
     assert planned_jobs(wd, write_config(c, wd, "gen.yaml")) == {
         "generate": 3,
         "judge": 3,
+        "llm_win_rate": 2,
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -203,10 +210,13 @@ def test_cpu_numerics_reach_every_job_and_a_change_redoes_all_model_work(finishe
         "world_base": 1,
         "world_aligned": 1,
         "world_guard": 1,
+        "world_judge": 1,
         "finetune": 2,
         "generate": 3,
         "judge": 3,
         "lm_eval": 3,
+        "llm_win_rate": 2,
+        "llm_rubrics": 3,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -227,7 +237,11 @@ def test_bad_config_leaves_results_intact(finished):
     "module, edit, plan",
     [
         ("stages/report.py", "\n\ndef _one_more_helper():\n    return 1\n", {"report": 1}),
-        ("stages/generation.py", "\n\nEXTRA = 1\n", {"generate": 3, "judge": 3, "summary": 1, "report": 1}),
+        (
+            "stages/generation.py",
+            "\n\nEXTRA = 1\n",
+            {"generate": 3, "judge": 3, "llm_win_rate": 2, "llm_rubrics": 3, "summary": 1, "report": 1},
+        ),
         ("eval/harness.py", "\n\nEXTRA = 1\n", {"lm_eval": 3, "summary": 1, "report": 1}),
         ("stages/generation.py", "\n# a comment and a docstring change nothing\n", {}),
     ],

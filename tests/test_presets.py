@@ -56,6 +56,10 @@ FAMILY = {
     "toss_mask": "data",
     "summary": "report",
     "report": "report",
+    # An LLM-judge job against an external endpoint is an HTTP client (the report family); one that serves a
+    # local judge model asks for the judge family's resources.
+    "llm_win_rate": "llm",
+    "llm_rubrics": "llm",
 }
 # The presets generate with vLLM, which lives in its own environment (.venv-vllm from `make vllm`, or
 # envs/vllm.yaml under --software-deployment-method conda, which needs a conda executable). The plan is the same
@@ -274,6 +278,8 @@ def test_preset_jobs_ask_for_their_resources(planned):
     cfg, counts, jobs = planned
     for job in jobs:
         family = FAMILY.get(job["rule"])
+        if family == "llm":
+            family = "report" if cfg["judge"]["llm"]["server"] == "external" else "judge"
         if family is None:
             assert job["rule"] == "all", f"no resource family known for rule {job['rule']}"
             continue
@@ -390,3 +396,21 @@ def test_vllm_env_can_install_the_package():
         if pin is not None and not dep.specifier.contains(pin, prereleases=True):
             clashes.append(f"{dep} vs {dep.name}=={pin}")
     assert not clashes, f"pyproject.toml requirements exclude envs/vllm.yaml's pins: {clashes}"
+
+
+def test_presets_plan_the_papers_llm_judge_metrics(planned):
+    """TOSS: the win rate vs SFT (GPT-4o, AlpacaEval's prompt) of every run and the HEx-PHI score; PACT: none (its
+    paper reports the Llama-Guard-3 ASR). Planning reads no API key."""
+    cfg, counts, _ = planned
+    llm = cfg["judge"].get("llm", {})
+    if cfg["methods"] and "toss" in cfg["methods"] and llm.get("enabled"):
+        n_ratios, n_seeds = len(cfg["poison_ratios"]), len(cfg["seeds"])
+        assert llm["server"] == "external" and llm["model"].startswith("gpt-4o")
+        assert llm["pairwise_template"] == "alpaca_eval_gpt4" and llm["rubrics"] == ["hexphi"]
+        sft_runs = n_ratios * n_seeds
+        assert counts["llm_win_rate"] == counts["finetune"] - sft_runs + n_ratios * n_seeds  # + initial per ratio
+        assert counts["llm_rubrics"] == counts["generate"]
+        assert "world_judge" not in counts
+    else:
+        assert not llm.get("enabled")
+        assert not {"llm_win_rate", "llm_rubrics", "world_judge"} & set(counts)

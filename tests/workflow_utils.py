@@ -35,6 +35,10 @@ def micro_config() -> dict:
     cfg["generation"]["max_new_tokens"] = 8
     cfg["generation"]["task_max_new_tokens"] = 8
     cfg["judge"]["guard"]["max_new_tokens"] = 4
+    # The LLM judge (on by default: the embedded stand-in behind `transformers serve`): a few requests per run.
+    cfg["world"]["judge"] = {"lr": 3.0e-3, "batch_size": 8, "steps": 10}
+    cfg["world"]["judge_data"] = {"examples": 40, "vocab_size": 400}
+    cfg["judge"]["llm"]["limit"] = 3
     return cfg
 
 

@@ -15,6 +15,7 @@ from tokensafe.config import (
     ratio_tag,
     settings_hash,
 )
+from tokensafe.eval import judge_server
 from tokensafe.rerun import codeversion
 from tokensafe.runtime import jobserver
 from tokensafe.data.roles import ROLES
@@ -41,6 +42,12 @@ CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 # peft (~4-5 s saved per job; tokensafe.runtime.jobserver says what it keeps the same). TOKENSAFE_JOB_SERVER=off
 # turns it off; remote executors (SLURM) never start it, and their jobs run in their own processes.
 JOB_SERVER_SOCKET = f"{tempfile.gettempdir()}/tokensafe-jobs-{os.getpid()}.sock"
+# A local run's LLM-judge jobs share one local judge server (judge.llm.server transformers / vllm), stopped
+# below and by its watcher when this process is gone (tokensafe.eval.judge_server); jobs re-reading this file
+# keep the values their Snakemake process set. Remote executors: a server per job.
+if workflow.local_exec:
+    os.environ.setdefault(judge_server.ENV_DIR, f"{tempfile.gettempdir()}/tokensafe-judge-{os.getpid()}")
+    os.environ.setdefault(judge_server.ENV_OWNER, str(os.getpid()))
 
 
 onstart:
@@ -50,10 +57,12 @@ onstart:
 
 onsuccess:
     jobserver.stop(JOB_SERVER_SOCKET)
+    judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
 
 
 onerror:
     jobserver.stop(JOB_SERVER_SOCKET)
+    judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
 
 
 # vLLM pins its own torch and transformers, so it lives in its own environment: .venv-vllm (`make vllm`), whose
@@ -106,8 +115,9 @@ CLASSIFIER_KEYS = ("classifiers", "classifier_models", "classifier_batch_size")
 
 
 def judge_params():
-    """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND)."""
-    judge = {k: v for k, v in config["judge"].items() if k not in CLASSIFIER_KEYS}
+    """What judging reads from config besides its backend (a param of its own, JUDGE_BACKEND): not the extra
+    classifiers' keys (their own rule) nor judge.llm (the LLM-judge jobs' own section, llm_judge.smk)."""
+    judge = {k: v for k, v in config["judge"].items() if k not in CLASSIFIER_KEYS and k != "llm"}
     return {**judge, "guard": {k: v for k, v in config["judge"]["guard"].items() if k != "backend"}}
 
 

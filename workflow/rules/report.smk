@@ -11,7 +11,11 @@ rule summary:
         lm_eval=lm_eval_outputs(),
         classifiers=[p for r in all_runs() for p in classifier_outputs(r["run"])],
         toss_masks=toss_report_inputs(),
+        llm_win_rate=llm_outputs("llm_win_rate"),
+        llm_rubrics=llm_outputs("llm_rubrics"),
     output:
+        # judge.llm: per run and per (method, ratio) over seeds (tokensafe.stages.llm_judge_jobs.llm_table)
+        **({"llm": "results/llm_judge.csv"} if LLM_ON else {}),
         csv="results/summary.csv",
         parquet="results/summary.parquet",
         outcomes="results/outcomes.parquet",
@@ -27,9 +31,13 @@ rule summary:
     resources:
         **resources_for("report"),
     params:
+        **({"llm_reference": LLM_REF} if LLM_ON else {}),
         # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("summary.py"),
-        runs=[{k: r[k] for k in ("method", "poison_ratio", "seed", "run")} for r in all_runs()],
+        runs=[
+            {**{k: r[k] for k in ("method", "poison_ratio", "seed", "run")}, **(llm_paths(r) if LLM_ON else {})}
+            for r in all_runs()
+        ],
         metric=config["data"].get("task_metric", "number"),
         classifiers=CLASSIFIERS,
         # Not read by the script: a new column rebuilds an existing summary (Snakemake does not see package code).
@@ -40,6 +48,7 @@ rule summary:
 
 rule report:
     input:
+        **({"llm": "results/llm_judge.csv"} if LLM_ON else {}),
         summary="results/summary.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",

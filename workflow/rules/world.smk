@@ -133,3 +133,30 @@ rule world_guard:
         cpu_numerics=CPU_NUMERICS,
     script:
         "../scripts/world_guard.py"
+
+
+rule world_judge:
+    input:
+        data=[f"{WORLD}/data/guard_train.parquet", f"{WORLD}/data/task_train.parquet"],
+    output:
+        directory(f"{WORLD}/judge"),
+    log:
+        "logs/world_judge.log",
+    benchmark:
+        "benchmarks/world_judge.tsv"
+    # The LLM-judge stand-in (tokensafe.stages.world_judge): one thread, beside the guard; only the LLM-judge
+    # jobs need it.
+    priority: PRIORITY["guard"]
+    threads: 1
+    resources:
+        **resources_for("world"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("world_judge.py"),
+        arch=config["world"]["judge_model"],
+        train=config["world"]["judge"],
+        data=config["world"]["judge_data"],
+        seed=config["world_seed"],
+        cpu_numerics=CPU_NUMERICS,
+    script:
+        "../scripts/world_judge.py"

@@ -14,6 +14,7 @@ write_report(
     toss_masks=list(inp.toss_masks),
     safety_tokens=inp.safety_tokens[0] if inp.safety_tokens else None,
     pact_conflicts=list(inp.pact_conflicts),
+    llm_table=inp.get("llm"),
     out_md=snakemake.output.md,
     out_png=snakemake.output.png,
 )

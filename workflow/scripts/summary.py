@@ -27,4 +27,6 @@ write_summary(
     out_lm_eval=out.lm_eval,
     classifiers=list(snakemake.params.classifiers),
     out_agreement=out.agreement,
+    llm_reference=snakemake.params.get("llm_reference"),
+    out_llm=snakemake.output.get("llm"),
 )

@@ -80,6 +80,14 @@ def paired_generations(generations: str, reference_generations: str) -> pd.DataF
     return both.reset_index(drop=True)
 
 
+def first_prompts(df: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """The ``limit`` prompts of each set with the smallest ids (all of them for None), in (set, prompt_id) order."""
+    df = df.sort_values(GEN_KEYS, kind="stable")
+    if limit is not None:
+        df = df.groupby("set", sort=False, group_keys=False).head(int(limit))
+    return df.reset_index(drop=True)
+
+
 def run_win_rate(
     *,
     generations: str,
@@ -88,11 +96,13 @@ def run_win_rate(
     cache_dir: str,
     out: str,
     reference_run: str = "sft",
+    limit: int | None = None,
 ) -> None:
-    """Judge every response of a run against the reference run's response to the same prompt, in both orders."""
+    """Judge every response of a run against the reference run's response to the same prompt, in both orders
+    (the first ``limit`` prompts of each set; None: all)."""
     cfg = judge_settings(judge_cfg)
     template = get_template(cfg.get("pairwise_template", "alpaca_eval_gpt4"))
-    both = paired_generations(generations, reference_generations)
+    both = first_prompts(paired_generations(generations, reference_generations), limit)
     identical = (both.response == both.response_ref).to_numpy()
     requests, where = [], []
     for i, row in enumerate(both.itertuples(index=False)):
@@ -129,6 +139,7 @@ def run_win_rate(
         template=template.name,
         template_max_tokens=template.max_tokens,
         reference_run=reference_run,
+        limit=limit,
         reference_settings=parquet_metadata(reference_generations).get("settings"),
     )  # no request counts: a rerun from the cache writes the same bytes
     write_parquet(df, out, metadata=meta)
@@ -146,12 +157,14 @@ def run_rubrics(
     out: str,
     rubrics: list[str] | None = None,
     sets: tuple[str, ...] = ("harmful",),
+    limit: int | None = None,
 ) -> None:
-    """Score the responses to the ``sets`` prompts with each rubric; one row per (prompt, rubric)."""
+    """Score the responses to the ``sets`` prompts (the first ``limit`` of each) with each rubric; one row per
+    (prompt, rubric)."""
     cfg = judge_settings(judge_cfg)
     names = list(rubrics if rubrics is not None else cfg.get("rubrics", DEFAULT_RUBRICS))
     gen = read_parquet(generations, ["set", "prompt_id", "prompt", "response"])
-    gen = gen[gen["set"].isin(sets)].sort_values(GEN_KEYS, kind="stable").reset_index(drop=True)
+    gen = first_prompts(gen[gen["set"].isin(sets)], limit)
     if gen.empty:
         raise ValueError(f"{generations}: no responses in the set(s) {list(sets)} to score")
     client = JudgeClient(cfg, cache_dir)
@@ -182,6 +195,7 @@ def run_rubrics(
         kind="rubrics",
         rubrics=names,
         sets=list(sets),
+        limit=limit,
         max_tokens_published={n: get_rubric(n).max_tokens for n in names},
     )
     write_parquet(df, out, metadata=meta)

@@ -295,12 +295,13 @@ def write_report(
     by_method_path: str,
     comparisons_path: str,
     toss_masks: list[str],
-    lm_eval_path: str | None = None,
     safety_tokens: str | None,
     pact_conflicts: list[str],
     out_md: str,
     out_png: str,
+    lm_eval_path: str | None = None,
     agreement_path: str | None = None,
+    llm_table: str | None = None,
 ) -> None:
     """The report stage: every section whose inputs this run has, then :func:`render`."""
     summary = read_parquet(summary_path)
@@ -330,4 +331,14 @@ def write_report(
     ladder = pact_ladder_section(summary)
     if ladder:
         sections.append(("PACT ablation ladder (Table 5 layout)", ladder))
+    if llm_table:  # judge.llm (tokensafe.stages.llm_judge_report)
+        from tokensafe.stages.llm_judge_report import rubric_section, win_rate_section
+
+        llm = pd.read_csv(llm_table)
+        for title, body in (
+            ("Win rate vs SFT (Table 1 layout)", win_rate_section(llm)),
+            ("LLM-judge harmfulness rubrics", rubric_section(llm)),
+        ):
+            if body:
+                sections.insert(1 if title.startswith("Win") else 2, (title, body))
     render(summary=summary, out_md=out_md, out_png=out_png, sections=sections)

@@ -131,12 +131,15 @@ def write_summary(
     out_lm_eval: str | None = None,
     classifiers: list[str] = (),
     out_agreement: str | None = None,
+    llm_reference: str | None = None,
+    out_llm: str | None = None,
 ) -> pd.DataFrame:
     """``runs``: dicts with method, poison_ratio, seed, generations, judgments (and ``classifiers``: name ->
-    path, for each name of ``classifiers``; and, where utility benchmarks ran, ``lm_eval``: its table, whose rows
-    go to ``out_lm_eval`` and one summary column per task, metric and filter); ``mask_summaries``: the TOSS
-    rounds' mask.json files (for the TOSS-Pro vs TOSS precision comparison); ``out_agreement``: the judges'
-    pairwise agreement per method."""
+    path, for each name of ``classifiers``; where utility benchmarks ran, ``lm_eval``: its table, whose rows go
+    to ``out_lm_eval`` and one summary column per task, metric and filter; with the LLM judge on, the paths
+    llm_win_rate / llm_rubrics); ``mask_summaries``: the TOSS rounds' mask.json files (for the TOSS-Pro vs TOSS
+    precision comparison); ``out_agreement``: the judges' pairwise agreement per method; ``out_llm``: the
+    LLM-judge table (``llm_judge_jobs.llm_table``), whose per-run values also become summary columns."""
     classifiers = list(classifiers)
     rows, outcomes = zip(
         *(
@@ -152,11 +155,17 @@ def write_summary(
             for r in runs
         )
     )
-    df = (
-        pd.DataFrame(list(rows), columns=summary_columns(SUMMARY_COLUMNS, classifiers))
-        .sort_values(["method", "poison_ratio", "seed"])
-        .reset_index(drop=True)
-    )
+    df = pd.DataFrame(list(rows), columns=summary_columns(SUMMARY_COLUMNS, classifiers))
+    if out_llm is not None:
+        from tokensafe.stages.llm_judge_jobs import llm_table
+        from tokensafe.stages.llm_judge_jobs import summary_columns as llm_columns
+
+        table = llm_table(runs, llm_reference)
+        extra = pd.DataFrame([llm_columns(table, r["method"], r["poison_ratio"], r["seed"]) for r in runs])
+        df = pd.concat([df, extra], axis=1)  # rows in the order of runs, as the extra columns
+        with atomic_path(out_llm) as tmp:
+            table.to_csv(tmp, index=False)
+    df = df.sort_values(["method", "poison_ratio", "seed"]).reset_index(drop=True)
     bench = benchmark_tables.collect([r for r in runs if r.get("lm_eval")])
     if not bench.empty:
         df = df.merge(benchmark_tables.wide(bench), on=["method", "poison_ratio", "seed"], how="left")

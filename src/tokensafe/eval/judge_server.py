@@ -1,0 +1,122 @@
+"""The local judge server of the LLM-judge jobs (``judge.llm.server``: transformers | vllm): one per local run,
+shared by its jobs, or one per job.
+
+Shared (local runs): the workflow exports :data:`ENV_DIR` (a state folder named by the Snakemake process) and
+:data:`ENV_OWNER` (that process's id). The first LLM-judge job that needs the server starts it under a lock
+file, detached, behind a small watcher (``python -m tokensafe.eval.judge_server``) that stops the server's
+whole process group when the Snakemake process is gone (a run killed without its ``onerror`` leaves nothing
+running); later jobs find its port in the state file and reuse it. The workflow's ``onsuccess`` / ``onerror``
+stop it (:func:`stop_all`). Measured on 2 CPU cores: ``transformers serve`` is ready in ~9 s and vLLM's API
+server in ~45 s, against ~0.2 s a short judge answer, so a server per job would cost more than the judging.
+
+Per job (no :data:`ENV_DIR`, as on SLURM, where jobs do not share a machine): the job starts its own server and
+stops it when it is done.
+
+Which server answers is not an output setting: the cache key is (served model name, messages, parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tokensafe.eval.openai_server import OpenAIServer, free_port
+
+ENV_DIR = "TOKENSAFE_JUDGE_SERVERS"
+ENV_OWNER = "TOKENSAFE_JUDGE_OWNER_PID"
+
+
+def _server(kind: str, model: str, python: str, log_path: str, settings: dict) -> OpenAIServer:
+    return OpenAIServer(
+        model,
+        python=python,
+        log_path=log_path,
+        kind=kind,
+        dtype=settings.get("dtype", "float32"),
+        max_model_len=settings.get("max_model_len"),
+        kv_cache_gib=settings.get("kv_cache_gib", 1),
+        device=settings.get("device", "cpu"),
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+@contextlib.contextmanager
+def judge_endpoint(kind: str, model: str, python: str, log_path: str, settings: dict):
+    """Yield ``(base_url, served_model_name)`` of a running local server for (kind, model, settings)."""
+    state_dir = os.environ.get(ENV_DIR)
+    if not state_dir:
+        with _server(kind, model, python, log_path, settings) as srv:
+            yield srv.base_url, srv.served_model_name
+        return
+    key = hashlib.sha256(json.dumps([kind, os.path.abspath(model), python, settings], sort_keys=True).encode())
+    state = Path(state_dir) / f"{key.hexdigest()[:16]}.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(state) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        srv = _server(kind, model, python, log_path, settings)
+        reuse = False
+        if state.exists():
+            found = json.loads(state.read_text())
+            srv.port = found["port"]
+            reuse = _alive(found["pid"]) and srv.ready()
+        if not reuse:
+            srv.port = free_port()
+            owner = os.environ.get(ENV_OWNER, str(os.getppid()))
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as log:
+                srv.proc = srv.popen([sys.executable, "-m", "tokensafe.eval.judge_server", owner, *srv.command()], log)
+            srv.wait_ready()
+            state.write_text(json.dumps({"pid": srv.proc.pid, "port": srv.port, "model": model, "kind": kind}))
+    yield srv.base_url, srv.served_model_name  # the lock is released: jobs share the server
+
+
+def stop_all(state_dir: str) -> None:
+    """Stop every shared judge server of a run (SIGTERM to each watcher, which stops its server)."""
+    for state in Path(state_dir).glob("*.json") if os.path.isdir(state_dir) else []:
+        with contextlib.suppress(Exception):
+            os.kill(json.loads(state.read_text())["pid"], signal.SIGTERM)
+        state.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for lock in Path(state_dir).glob("*.lock"):
+            lock.unlink()
+        Path(state_dir).rmdir()
+
+
+def watch(owner: int, command: list[str], poll_s: float = 2.0) -> int:
+    """Run ``command`` in its own process group until it exits, this process gets SIGTERM / SIGINT, or the
+    ``owner`` process is gone; then stop the group (SIGTERM, SIGKILL after 20 s)."""
+    proc = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    while proc.poll() is None and not stop and _alive(owner):
+        time.sleep(poll_s)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(int(sys.argv[1]), sys.argv[2:]))
