@@ -18,6 +18,7 @@ DEFAULT_PLAN = {
     # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
     "generate": 31,  # + initial once per seed
     "judge": 31,
+    "lm_eval": 31,  # utility_benchmarks (tokensafe_task) on every model, initial once per seed
     "world_judge": 1,  # the LLM-judge stand-in (judge.llm.model_path embedded)
     "llm_win_rate": 28,  # every run but sft's (the reference), initial once per ratio and seed (3 x 3)
     "llm_rubrics": 31,

@@ -29,6 +29,11 @@ ALL_BUT_PREFIX = [
 ]
 
 
+# What one more (or one retrained) non-SFT run adds beside its generate and judge jobs: its lm-eval scores, its
+# LLM-judge rubric scores and its win rate against SFT at the same ratio and seed.
+ONE_RUN_EVALS = {"lm_eval": 1, "llm_rubrics": 1, "llm_win_rate": 1}
+
+
 def methods_config():
     cfg = micro_config()
     cfg["poison_ratios"] = [0.1]
@@ -111,6 +116,7 @@ def test_raising_rounds_adds_only_the_new_round(finished):
         "finetune": 1,
         "generate": 1,
         "judge": 1,
+        **ONE_RUN_EVALS,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -125,6 +131,7 @@ def test_a_method_recipe_retrains_only_that_method(finished):
         "finetune": 1,
         "generate": 1,
         "judge": 1,
+        **ONE_RUN_EVALS,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -142,6 +149,7 @@ def test_adding_or_removing_a_baseline_touches_only_it(finished):
         "finetune": 1,
         "generate": 1,
         "judge": 1,
+        **ONE_RUN_EVALS,
         "summary": 1,
         "report": 1,
         "all": 1,
@@ -189,15 +197,28 @@ PACT_FAMILY = [m for m in ALL_BUT_PREFIX if m.startswith("pact")]
     [
         # Answers to the eval prompts get longer: generation and judging only (PACT's safe answers are R tokens
         # long, pact.response_tokens, and read only the generation batch size).
-        (lambda c: c["generation"].update(max_new_tokens=12), {"generate": 14, "judge": 14}),
+        # (lm-eval's task answers read task_max_new_tokens only; every LLM-judge job reads the harmful answers.)
+        (
+            lambda c: c["generation"].update(max_new_tokens=12),
+            {"generate": 14, "judge": 14, "llm_rubrics": 14, "llm_win_rate": 13},
+        ),
         # PACT's KL weight: the PACT-family fine-tunes and their evaluation, no PACT preparation stage.
         (
             lambda c: c["pact"].update({"lambda": 1.0}),
-            {"finetune": len(PACT_FAMILY), "generate": len(PACT_FAMILY), "judge": len(PACT_FAMILY)},
+            {
+                rule: len(PACT_FAMILY)
+                for rule in ("finetune", "generate", "judge", "lm_eval", "llm_rubrics", "llm_win_rate")
+            },
         ),
         # TOSS's share of discarded tokens: the masks (rounds 0 and 1) and the two TOSS runs; no reference
         # model, no loss dump and no TOSS-Pro retrain (they do not read d).
-        (lambda c: c["toss"].update(d=0.2), {"toss_mask": 2, "finetune": 2, "generate": 2, "judge": 2}),
+        (
+            lambda c: c["toss"].update(d=0.2),
+            {
+                "toss_mask": 2,
+                **{r: 2 for r in ("finetune", "generate", "judge", "lm_eval", "llm_rubrics", "llm_win_rate")},
+            },
+        ),
     ],
 )
 def test_a_setting_reruns_only_the_stages_that_read_it(finished, tmp_path, change, plan):
