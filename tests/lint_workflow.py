@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 ACCEPTED = {
     (
         "Mixed rules and functions in same snakefile",
-        r"snakefile .*/rules/(common|data|toss|pact|baselines|evaluate)\.smk",
+        r"snakefile .*/rules/(common|data|toss|pact|baselines|evaluate|benchmarks|llm_judge)\.smk",
     ): "a method family's rule file holds its rules and the input functions only they use, so a family is one file "
     "(docs/architecture.md); functions every family shares are in common.smk",
     (
@@ -36,6 +36,8 @@ ACCEPTED = {
     "only tracks the folder when there is one (model_input in common.smk)",
     ("Param base is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned",
     ("Param guard is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned",
+    ("Param judge_model is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned (the "
+    "LLM judge's model reference: a local folder, a hub id, or the embedded stand-in's folder)",
 }
 
 
