@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,23 @@ def test_spec_errors(tmp_path):
         load_source({"path": str(path), "format": "advbench", "prompt_column": "prompt"})
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_source({"path": str(tmp_path / "gone.csv")})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="datasets is not installed here")
+def test_an_unreachable_hub_source_says_what_to_do():
+    """With the hub unreachable (here: offline mode, in a fresh process so that datasets reads it at import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tokensafe.data.sources import load_source\n"
+        "load_source({'hub': 'example/none', 'format': 'generic', 'prompt_column': 'q'})"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "ConnectionError: source hub='example/none' could not be loaded from the Hugging Face hub" in proc.stderr
+    assert "give a local `path` instead" in proc.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed here")

@@ -50,7 +50,8 @@ def runs(micro_run, tmp_path_factory):
 
 def test_switching_the_backend_reruns_generation_and_judging_only(runs):
     _, theirs, plan, configfile = runs
-    assert plan == {"generate": 3, "judge": 3, "summary": 1, "report": 1, "all": 1}
+    # (the LLM judge reads the generations; lm-eval generates its own answers, with its own backend setting)
+    assert plan == {"generate": 3, "judge": 3, "llm_rubrics": 3, "llm_win_rate": 2, "summary": 1, "report": 1, "all": 1}
     assert planned_jobs(theirs, configfile) == {}  # and then nothing is left to do
 
 
@@ -149,7 +150,18 @@ def test_with_a_shared_engine_a_changed_adapter_regenerates_only_its_run(shared)
     assert planned_jobs(theirs, configfile) == {}
     for f in (theirs / "results" / "runs" / "sft" / "p0.1" / "s1" / "adapter").iterdir():
         f.touch()  # a retrained adapter: newer than its run's generations
-    assert planned_jobs(theirs, configfile) == {"generate": 1, "judge": 1, "summary": 1, "report": 1, "all": 1}
+    # its generations, judgments, lm-eval scores and LLM-judge scores; sft/p0.1/s1 is the reference of initial's
+    # win rate at P = 0.1, which is judged again too
+    assert planned_jobs(theirs, configfile) == {
+        "generate": 1,
+        "judge": 1,
+        "lm_eval": 1,
+        "llm_rubrics": 1,
+        "llm_win_rate": 1,
+        "summary": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_switching_between_per_run_and_shared_reruns_nothing(runs):

@@ -65,7 +65,13 @@ def _read_hub(spec: dict) -> pd.DataFrame:
             f"source hub={spec['hub']!r} needs the `datasets` package, which is not installed: "
             "pip install datasets, or download the data and give a local `path` instead"
         ) from None
-    ds = datasets.load_dataset(spec["hub"], spec.get("subset"), split=spec.get("split") or "train")
+    try:
+        ds = datasets.load_dataset(spec["hub"], spec.get("subset"), split=spec.get("split") or "train")
+    except ConnectionError as e:  # datasets' own, a subclass of the builtin: no hub (offline, or no network)
+        raise ConnectionError(
+            f"source hub={spec['hub']!r} could not be loaded from the Hugging Face hub ({e}): download the data and "
+            "give a local `path` instead, or run where the hub is reachable"
+        ) from None
     return ds.to_pandas()
 
 
