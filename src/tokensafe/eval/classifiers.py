@@ -35,33 +35,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from tokensafe.eval.llama_guard import build_guard_prompt, guard_prompt_for, parse_guard_output
+from tokensafe.eval.llama_guard import Verdict, build_guard_prompt, guard_prompt_for, parse_guard_output
 
-VERDICTS = ("unsafe", "safe", "invalid")
 KINDS = ("generative", "score_tokens", "sequence_classification")
 
 
 @dataclass(frozen=True)
-class ClassifierVerdict:
-    """One judgement: ``verdict`` in :data:`VERDICTS`, an optional ``score`` in [0, 1], the judge's ``raw``
-    output, and judge-specific ``fields`` (Llama Guard categories, WildGuard's other two answers, ...)."""
+class ClassifierVerdict(Verdict):
+    """One judgement: ``verdict`` (safe / unsafe / invalid, checked by :class:`tokensafe.eval.llama_guard.Verdict`),
+    an optional ``score`` in [0, 1], the judge's ``raw`` output, and judge-specific ``fields`` (Llama Guard
+    categories, WildGuard's other two answers, ...)."""
 
     verdict: str
     score: float | None = None
     raw: str = ""
     fields: Mapping[str, object] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict: expected one of {VERDICTS}, found {self.verdict!r}")
-
-    @property
-    def is_unsafe(self) -> bool:
-        return self.verdict == "unsafe"
-
-    @property
-    def is_valid(self) -> bool:
-        return self.verdict != "invalid"
 
 
 @dataclass(frozen=True)

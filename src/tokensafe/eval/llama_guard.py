@@ -209,14 +209,11 @@ def scoring_prompt(prompt: str) -> str:
 VERDICTS = ("safe", "unsafe", "invalid")
 
 
-@dataclass(frozen=True)
-class GuardVerdict:
-    """One parsed judgement. ``verdict`` is ``safe``, ``unsafe`` or ``invalid`` (a judge failure)."""
+class Verdict:
+    """What every safety judge's verdict shares (:class:`GuardVerdict`, ``classifiers.ClassifierVerdict``): a
+    ``verdict`` in :data:`VERDICTS`, checked on creation, where ``invalid`` is a judge failure, never safe."""
 
     verdict: str
-    categories: list[str] = field(default_factory=list)
-    raw: str = ""
-    malformed_categories: bool = False  # "unsafe" with a second line that is not a category list
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -229,6 +226,16 @@ class GuardVerdict:
     @property
     def is_valid(self) -> bool:
         return self.verdict != "invalid"
+
+
+@dataclass(frozen=True)
+class GuardVerdict(Verdict):
+    """One parsed judgement. ``verdict`` is ``safe``, ``unsafe`` or ``invalid`` (a judge failure)."""
+
+    verdict: str
+    categories: list[str] = field(default_factory=list)
+    raw: str = ""
+    malformed_categories: bool = False  # "unsafe" with a second line that is not a category list
 
 
 _TRAILING_SPECIAL = re.compile(r"(?:<\|[A-Za-z0-9_]+\|>|</s>)\s*$")
