@@ -86,15 +86,9 @@ def device() -> str:
 def build_lm(*, aligned: str, adapter: str | None, dtype: str, batch_size: int, backend: str, vllm_cfg: dict | None):
     """The harness's model object for the aligned model with ``adapter`` (None: the aligned model itself)."""
     if backend == "vllm":
-        import os
+        from tokensafe.eval.vllm_backend import engine_kwargs, prepare_engine
 
-        from tokensafe.eval.vllm_backend import check_cpu_head_size, engine_environment, engine_kwargs
-
-        cuda = _cuda_count()
-        if not cuda:
-            check_cpu_head_size(aligned)
-        for k, v in engine_environment(vllm_cfg or {}, cuda).items():  # the CPU KV cache, as tokensafe's own engine
-            os.environ.setdefault(k, v)
+        cuda = prepare_engine(aligned, vllm_cfg or {})  # the CPU KV cache and head-size check, as tokensafe's engine
         VLLM = _lm_eval_vllm_class()
         kw = engine_kwargs(aligned, vllm_cfg or {}, lora=adapter is not None, seed=None, cuda_devices=cuda)
         kw.pop("model")
@@ -130,12 +124,6 @@ def _lm_eval_vllm_class():
     finally:
         md.version = real
     return VLLM
-
-
-def _cuda_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def adapter_effect(model, tokenizer, probe: str = PROBE) -> float:

@@ -97,6 +97,19 @@ def engine_kwargs(model: str, vllm_cfg: dict, *, lora: bool, seed: int | None, c
     return kw
 
 
+def prepare_engine(model: str, vllm_cfg: dict) -> int:
+    """Before a vLLM engine starts on ``model`` (tokensafe's own, or lm-eval's): on CPU check the head size and
+    set the engine's environment (:func:`engine_environment`). Returns the number of CUDA devices."""
+    import torch
+
+    cuda = torch.cuda.device_count()
+    if not cuda:
+        check_cpu_head_size(model)
+    for k, v in engine_environment(vllm_cfg, cuda).items():
+        os.environ.setdefault(k, v)
+    return cuda
+
+
 def engine_environment(vllm_cfg: dict, cuda_devices: int) -> dict[str, str]:
     """Environment the engine reads at start-up: the CPU KV-cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
     return {} if cuda_devices else {"VLLM_CPU_KVCACHE_SPACE": str(vllm_cfg.get("kv_cache_gib", 1))}
@@ -224,16 +237,11 @@ class Engine:
         logprobs_mode: str | None = None,
     ):
         require_vllm()
-        import torch
         from vllm import LLM  # noqa: PLC0415 - lazy: vLLM is an optional environment
 
-        cuda = torch.cuda.device_count()
-        if not cuda:
-            check_cpu_head_size(base_model)
+        cuda = prepare_engine(base_model, vllm_cfg)
         self.lora = lora
         self.loras: dict[str, tuple[str, int, str]] = {}  # adapter path -> LoRARequest args, ids in first-seen order
-        for k, v in engine_environment(vllm_cfg, cuda).items():
-            os.environ.setdefault(k, v)
         kw = engine_kwargs(base_model, vllm_cfg, lora=lora, seed=seed, cuda_devices=cuda)
         if logprobs_mode:
             kw["logprobs_mode"] = logprobs_mode
