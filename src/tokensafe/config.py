@@ -164,8 +164,11 @@ def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
     return problems
 
 
-def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list[str]:
-    """Checks the schema cannot express: merged per-method recipes, model references, embedded pool sizes."""
+def check_semantics(
+    config: dict, schema_path: str | Path = SCHEMA_PATH, rows: dict[str, int] | None = None
+) -> list[str]:
+    """Checks the schema cannot express: merged per-method recipes, model references, embedded pool sizes, the
+    training stages' optimiser steps (``rows`` receives each loaded data source's row count)."""
     problems = _recipe_problems(config, schema_path)
     for role in ("base", "aligned", "guard"):
         try:
@@ -185,8 +188,16 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
             "(the embedded aligned model is trained from the embedded base)"
         )
     from tokensafe.data.sources import check_sources
+    from tokensafe.plan.training import step_problems
 
-    problems += check_sources(config["data"])
+    rows = {} if rows is None else rows
+    problems += check_sources(config["data"], rows)
+    demos = rows.get("safety_demos")
+    if "safety_mix" in config["methods"] and demos is not None and config["baselines"]["safety_mix"]["n"] > demos:
+        problems.append(
+            f"baselines.safety_mix.n = {config['baselines']['safety_mix']['n']}: data.safety_demos has {demos} rows"
+        )
+    problems += step_problems(config, rows)
     bench = config.get("utility_benchmarks") or {}
     if bench.get("tasks"):
         from tokensafe.eval.benchmark_tasks import benchmark_problems
@@ -207,11 +218,11 @@ def check_semantics(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list
     return problems
 
 
-def check_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None:
-    """Raise :class:`ConfigError` listing every problem, or return quietly."""
+def check_config(config: dict, schema_path: str | Path = SCHEMA_PATH, rows: dict[str, int] | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem, or return quietly (``rows``: see check_semantics)."""
     problems = validate_against_schema(config, schema_path)
     if not problems:
-        problems = check_semantics(config, schema_path)
+        problems = check_semantics(config, schema_path, rows)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -264,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config_file(args.config)  # the config file itself is named from here, as Snakemake's
         if not Path(args.directory).is_dir():
             raise ConfigError(f"--directory {args.directory}: no such folder")
+        rows: dict[str, int] = {}
         with contextlib.chdir(args.directory):
-            check_config(config)
+            check_config(config, rows=rows)
     except (ConfigError, FileNotFoundError) as e:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 1
-    print(f"{args.config}: OK")
+    from tokensafe.plan.training import format_table
+
+    print(f"{args.config}: OK\n\nTraining stages (optimiser steps per job):\n{format_table(config, rows)}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""What a config asks the machines to do, computed before any job: the training stages and their optimiser steps."""
