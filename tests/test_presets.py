@@ -131,8 +131,22 @@ def _shared_copy(spec: dict) -> Path | None:
     return candidate if candidate is not None and candidate.is_file() else None
 
 
-def materialise(spec: dict, workdir: Path) -> None:
-    """Create the local file a source spec names, under workdir, in its format."""
+def rows_needed(role: str, spec: dict, cfg: dict) -> int:
+    """Rows a stand-in file needs: what the plan counts (the reference sets at the size the data command writes
+    them, so their optimiser steps clear plan.min_optimizer_steps) and what the mixing draws."""
+    n = cfg["n_finetune"]
+    need = {
+        "task": n,
+        "poison": round(max(cfg["poison_ratios"]) * n),
+        "harmful_ref": 22_400,
+        "utility_ref": 22_400,
+        "safety_demos": cfg["baselines"]["safety_mix"]["n"],
+    }.get(role, 0)
+    return max(spec.get("limit", 0) + 20, need)
+
+
+def materialise(spec: dict, workdir: Path, n: int = 20) -> None:
+    """Create the local file a source spec names, under workdir, in its format, with at least ``n`` rows."""
     path = workdir / spec["path"]
     if path.exists():
         return
@@ -141,7 +155,6 @@ def materialise(spec: dict, workdir: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.symlink_to(shared)
         return
-    n = spec.get("limit", 0) + 20
     fmt = spec["format"]
     if fmt == "gsm8k":
         rows = [
@@ -199,10 +212,11 @@ def layout(preset: Path, workdir: Path) -> Path:
     target = workdir / "config" / "presets" / preset.name
     target.parent.mkdir(parents=True)
     shutil.copy(preset, target)
+    cfg = load(preset)
     for name in SOURCES:
-        spec = load(preset)["data"].get(name, "embedded")
+        spec = cfg["data"].get(name, "embedded")
         if isinstance(spec, dict) and "path" in spec:
-            materialise(spec, workdir)
+            materialise(spec, workdir, rows_needed(name, spec, cfg))
     return target.relative_to(workdir)
 
 
