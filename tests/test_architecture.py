@@ -17,8 +17,9 @@ ALLOWED = {
     "modelref": set(),
     "rerun": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval"},  # eval.benchmark_tasks: lm-eval task names
-    "data": {"data", "io", "eval"},
+    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
+    "plan": {"config", "modelref", "methods", "data", "world"},
+    "data": {"data", "io", "eval", "chat"},
     "world": {"world", "chat", "train"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
     "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)

@@ -1,5 +1,21 @@
-# Canonical source tables and the poison-mixed fine-tuning sets.
+# Canonical source tables, the poison-mixed fine-tuning sets and the data card.
+from argparse import Namespace
+
+from tokensafe.methods.registry import roles_used
 from tokensafe.data.roles import ROLES
+
+# Every role some run reads: the card's entries (a run's rows carry the hash of its own roles' entries).
+CARD_ROLES = roles_used(METHODS)
+
+
+def card_tokenizer():
+    """What the card counts tokens with: the aligned model's tokenizer (the embedded world's own folder)."""
+    return f"{WORLD}/tokenizer" if config["models"]["aligned"] == "embedded" else model_ref("aligned")
+
+
+def card_tokenizer_input():
+    return [f"{WORLD}/tokenizer"] if config["models"]["aligned"] == "embedded" else model_input("aligned")
+
 
 
 def source_input(wildcards):
@@ -50,3 +66,38 @@ rule mix_finetune_set:
         seed=lambda wc: int(wc.seed),
     script:
         "../scripts/mix_finetune_set.py"
+
+
+def card_inputs():
+    """Per used role, its canonical table and the files it was read from; the tokenizer the card counts with."""
+    inputs = {}
+    for role in CARD_ROLES:
+        inputs[f"table_{role}"] = f"results/data/{role}.parquet"
+        inputs[f"source_{role}"] = source_input(Namespace(source=role))
+    inputs["tokenizer"] = card_tokenizer_input()
+    return inputs
+
+
+rule data_card:
+    input:
+        **card_inputs(),
+    output:
+        json="results/data/card.json",
+        md="results/data/card.md",
+    log:
+        "logs/data_card.log",
+    benchmark:
+        "benchmarks/data_card.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("data_card.py"),
+        roles=CARD_ROLES,
+        data={r: config["data"].get(r, "embedded") for r in CARD_ROLES},
+        tokenizer=card_tokenizer(),
+        template=config["prompt_template"],
+        max_length=config["max_length"],
+    script:
+        "../scripts/data_card.py"

@@ -39,6 +39,7 @@ CANONICAL_COLUMNS = ("prompt", "response", "reference", "category", "source", "s
 SPEC_KEYS = (
     "path",
     "hub",
+    "revision",
     "subset",
     "format",
     "split",
@@ -66,7 +67,9 @@ def _read_hub(spec: dict) -> pd.DataFrame:
             "pip install datasets, or download the data and give a local `path` instead"
         ) from None
     try:
-        ds = datasets.load_dataset(spec["hub"], spec.get("subset"), split=spec.get("split") or "train")
+        ds = datasets.load_dataset(
+            spec["hub"], spec.get("subset"), split=spec.get("split") or "train", revision=spec.get("revision")
+        )
     except ConnectionError as e:  # datasets' own, a subclass of the builtin: no hub (offline, or no network)
         raise ConnectionError(
             f"source hub={spec['hub']!r} could not be loaded from the Hugging Face hub ({e}): download the data and "
@@ -265,6 +268,8 @@ def load_source(spec: dict) -> pd.DataFrame:
         raise ValueError(f"source spec: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
     if ("path" in spec) == ("hub" in spec):
         raise ValueError("source spec: give exactly one of 'path' or 'hub'")
+    if "revision" in spec and "hub" not in spec:
+        raise ValueError("source spec: 'revision' pins a hub data set; a local file's checksum is in the data card")
     fmt_name = spec.get("format", "generic")
     if fmt_name not in FORMATS:
         raise ValueError(f"source spec: unknown format {fmt_name!r}; known: {', '.join(FORMATS)}")

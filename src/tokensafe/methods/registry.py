@@ -29,21 +29,43 @@ if TYPE_CHECKING:
 class Method:
     family: str  # sft | toss | pact | baselines: the folder under tokensafe.methods and the rule file
     builder: str  # "module:function" that builds the FinetunePlan
+    data_roles: tuple[str, ...] = ()  # data roles (data.<role>) it reads besides the fine-tuning and test sets
+
+
+# What every fine-tuned run reads (the fine-tuning set's task and poison pools) and what every run, the untrained
+# aligned model ``initial`` included, is evaluated on.
+TRAINING_ROLES = ("task", "poison")
+EVAL_ROLES = ("task_eval", "harmful_eval")
+TOSS_ROLES = ("harmful_ref", "utility_ref")
 
 
 METHODS: dict[str, Method] = {
     "sft": Method("sft", "tokensafe.methods.sft:build_sft"),
-    "toss": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss"),
-    "toss_pro": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss"),
+    "toss": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss", TOSS_ROLES),
+    "toss_pro": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss", TOSS_ROLES),
     # The PACT ablation ladder, full-vocabulary KL first and full PACT last (tokensafe.methods.pact.ladder).
-    **{m: Method("pact", "tokensafe.methods.pact.regularized_sft:build_pact") for m in LADDER},
+    **{m: Method("pact", "tokensafe.methods.pact.regularized_sft:build_pact", ("safety_prompts",)) for m in LADDER},
     "constrained_sft": Method("baselines", "tokensafe.methods.baselines.constrained:build_constrained"),
     "random_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_random_mask"),
     "prefix_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_prefix_mask"),
-    "safety_mix": Method("baselines", "tokensafe.methods.baselines.safety_mix:build_safety_mix"),
+    "safety_mix": Method("baselines", "tokensafe.methods.baselines.safety_mix:build_safety_mix", ("safety_demos",)),
     "safelora": Method("baselines", "tokensafe.methods.baselines.subspace:build_safelora"),
     "asft": Method("baselines", "tokensafe.methods.baselines.subspace:build_asft"),
 }
+
+
+def run_roles(method: str) -> list[str]:
+    """The data roles a run of ``method`` reads (``initial``: the evaluation sets only)."""
+    if method == "initial":
+        return list(EVAL_ROLES)
+    return [*TRAINING_ROLES, *EVAL_ROLES, *METHODS[method].data_roles]
+
+
+def roles_used(methods: list[str]) -> list[str]:
+    """Every role some run of a config with these methods reads, in a fixed order (``initial`` always runs)."""
+    order = [*TRAINING_ROLES, *EVAL_ROLES, *TOSS_ROLES, "safety_prompts", "safety_demos"]
+    used = {r for m in ["initial", *methods] for r in run_roles(m)}
+    return [r for r in order if r in used]
 
 
 def family_methods(family: str) -> list[str]:

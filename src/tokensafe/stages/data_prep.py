@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from tokensafe.data.card import build_card, card_markdown
 from tokensafe.data.mixing import mix
 from tokensafe.data.sources import load_configured_source
-from tokensafe.io import read_parquet, write_parquet
+from tokensafe.io import read_parquet, write_json, write_parquet, write_text
 
 log = logging.getLogger("tokensafe")
 
@@ -23,3 +24,31 @@ def write_mix(*, task_path: str, poison_path: str, n: int, ratio: float, seed: i
     df = mix(task, poison, n, ratio, seed)
     write_parquet(df, out, metadata={"n": n, "poison_ratio": ratio, "seed": seed})
     log.info("fine-tuning set: %d samples, %d poison", len(df), int(df.is_poison.sum()))
+
+
+def write_card(
+    *,
+    data_cfg: dict,
+    tables: dict[str, str],
+    sources: dict[str, list[str]],
+    tokenizer: str,
+    template: str,
+    max_length: int,
+    out_json: str,
+    out_md: str,
+) -> None:
+    """The data card of every role the config's runs read (tokensafe.data.card), as JSON and markdown."""
+    from tokensafe.train.lora import load_tokenizer
+
+    card = build_card(
+        data_cfg=data_cfg,
+        tables=tables,
+        sources=sources,
+        tokenizer=load_tokenizer(tokenizer),
+        template=template,
+        max_length=max_length,
+    )
+    write_json(card, out_json)
+    write_text(card_markdown(card) + "\n", out_md)
+    for name, e in card["roles"].items():
+        log.info("data.%s: %d rows, card hash %s", name, e["rows"], e["hash"])
