@@ -17,7 +17,6 @@ def card_tokenizer_input():
     return [f"{WORLD}/tokenizer"] if config["models"]["aligned"] == "embedded" else model_input("aligned")
 
 
-
 def source_input(wildcards):
     spec = config["data"][wildcards.source]
     if spec == "embedded":
