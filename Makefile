@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup run test lint vllm dryrun bench clean
+.PHONY: setup run test lint vllm dryrun bench clean data
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): requirements.lock requirements-lint.lock pyproject.toml
 run: setup
 	$(BIN)/python -m tokensafe.config config.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+
+# The public data files a preset reads, at pinned revisions (docs/data.md): make data PRESET=toss-llama3-8b
+data: setup
+	@test -n "$(PRESET)" || { echo "usage: make data PRESET=<name of config/presets/<name>.yaml>"; exit 2; }
+	$(BIN)/python -m tokensafe.data.fetch $(PRESET) $(DATA_ARGS)
 
 dryrun: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n
