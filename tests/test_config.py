@@ -261,3 +261,19 @@ def test_classifier_judge_keys_name_the_registry_judges():
     assert list(judge["classifier_models"]["properties"]) == extra
     for name in extra:  # each default named in its description is the registry's model id
         assert JUDGES[name].model in judge["classifier_models"]["properties"][name]["description"]
+
+
+def test_task_metric_none_refuses_the_numeric_lm_eval_task_once(config):
+    """data.task_metric none: tokensafe_task (exact match of numbers on the task test set) cannot score an
+    open-ended task set; the message names both keys and says what measures utility instead."""
+    cfg = copy.deepcopy(config)
+    cfg["data"]["task_metric"] = "none"
+    assert cfg["utility_benchmarks"]["tasks"] == ["tokensafe_task"]
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    problems = str(err.value).splitlines()[1:]
+    assert len(problems) == 1, problems  # not also the generic "give a task of your own" message
+    assert "utility_benchmarks.tasks: tokensafe_task scores the exact-match number" in problems[0]
+    assert "data.task_metric none" in problems[0] and "judge.llm" in problems[0]
+    cfg["utility_benchmarks"]["tasks"] = []
+    check_config(cfg)  # without it the configuration is valid

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from workflow_utils import job_stats, load_default_config, planned_jobs, snakemake, write_config
+from workflow_utils import job_stats, load_default_config, micro_config, planned_jobs, snakemake, write_config
 
 DEFAULT_PLAN = {
     "world_data": 1,
@@ -202,6 +202,22 @@ def test_llm_win_rate_skips_runs_without_a_reference_run_and_says_so(tmp_path):
     jobs = job_stats(proc.stdout + proc.stderr)
     assert jobs["llm_win_rate"] == 13 + 1  # the other 13 methods at P = 0.1, seed 1, and initial there
     assert "no win rate vs safelora for 22 run(s)" in proc.stderr
+
+
+def test_task_metric_none_plans_the_same_jobs_without_the_numeric_lm_eval_task(tmp_path):
+    """data.task_metric none (open-ended task prompts): tokensafe_task, which scores numbers, stops the plan
+    before any job; without it the plan is the exact-match plan less the lm-eval jobs, LLM judge included."""
+    c = micro_config()
+    number = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert number["lm_eval"] == 3 and c["utility_benchmarks"]["tasks"] == ["tokensafe_task"]
+    c["data"]["task_metric"] = "none"
+    proc = snakemake(tmp_path, write_config(c, tmp_path), "-n", check=False)
+    assert proc.returncode != 0 and not (tmp_path / "results").exists()
+    assert "utility_benchmarks.tasks: tokensafe_task scores the exact-match number" in proc.stdout + proc.stderr
+    c["utility_benchmarks"]["tasks"] = []
+    jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
+    assert jobs == {k: v for k, v in number.items() if k != "lm_eval"}
+    assert jobs["llm_win_rate"] == 2 and jobs["summary"] == jobs["report"] == 1  # initial vs sft at both ratios
 
 
 def test_malformed_yaml_is_reported(tmp_path):

@@ -136,3 +136,31 @@ def test_judge_llm_off_leaves_the_summary_and_report_as_without_it(finished):
     # the summary's own columns, then lm-eval's (utility_benchmarks), and no LLM-judge column
     assert columns == SUMMARY_COLUMNS + [c for c in columns if c.startswith("lm_eval:")]
     assert "Win rate" not in (wd / "results" / "report.md").read_text()
+
+
+def test_task_metric_none_drops_accuracy_and_plots_the_task_set_win_rate(finished):
+    """data.task_metric none (open-ended task prompts, as TOSS's SlimOrca set): the same runs' summary without
+    accuracy, its ASRs unchanged, and a report that says where utility is (the judge's task-set win rate)."""
+    wd, _ = finished
+    before = pd.read_csv(wd / "results" / "summary.csv")
+    cfg = micro_config()
+    cfg["data"]["task_metric"] = "none"
+    cfg["utility_benchmarks"]["tasks"] = []  # tokensafe_task scores numbers: refused with none
+    path = write_config(cfg, wd, "no_metric.yaml")
+    assert planned_jobs(wd, path) == {"summary": 1, "report": 1, "all": 1}
+    snakemake(wd, path, "--cores", "2")
+    s = pd.read_csv(wd / "results" / "summary.csv")
+    assert s.accuracy.isna().all() and s.no_answer_rate.isna().all()  # no number stands in for a missing metric
+    assert before.accuracy.notna().all()
+    keys = ["method", "poison_ratio", "seed"]
+    for col in ("asr_keyword", "asr_guard", "n_task"):
+        assert s[keys + [col]].equals(before[keys + [col]]), col
+    assert (s[s.method == "sft"].win_rate_vs_sft_task == 50).all() and s.win_rate_vs_sft_task.notna().all()
+    assert "accuracy" not in set(pd.read_csv(wd / "results" / "summary_by_method.csv").metric)
+    comp = pd.read_csv(wd / "results" / "comparisons.csv")
+    assert set(comp.metric) == {"asr_keyword", "asr_guard"} and set(zip(comp.a, comp.b)) == {("sft", "initial")}
+    md = (wd / "results" / "report.md").read_text()
+    assert "The task set has no exact-match metric (`data.task_metric: none`)" in md
+    assert "The plot's utility axis is the LLM-judge win rate vs sft, task set (%)." in md
+    assert "| Method | P=0: ASR-kw / ASR-guard | P=0.1: ASR-kw / ASR-guard |" in md
+    assert "## Win rate vs SFT (Table 1 layout)" in md and "Task answers without an extractable answer" not in md

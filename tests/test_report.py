@@ -1,14 +1,19 @@
 import json
+import re
 
 import pandas as pd
+import pytest
 
 from tokensafe.stages.report import (
     aggregate,
+    interval_section,
     no_answer_section,
     pact_conflicts_section,
     pact_ladder_section,
+    plot_safety_utility,
     render,
     table4,
+    utility_axis,
 )
 
 
@@ -129,3 +134,86 @@ def test_agreement_section_names_an_undefined_kappa(tmp_path):
     assert f"| initial | 0.1 | harmbench vs keyword | 10 | 0 / 0 | 100.0 % | {KAPPA_UNDEFINED} |" in t
     assert t.index("| initial |") < t.index("| sft |")
     assert agreement_section(pd.read_csv(path).iloc[:0]) == "No judge pairs to compare."
+
+
+# ---------------------------------------------------------------------------- data.task_metric none
+
+
+def _no_metric():
+    """The summary of a run whose task set has no exact-match metric: accuracy NaN in every row."""
+    return _summary().assign(accuracy=float("nan"), no_answer_rate=float("nan"))
+
+
+def _llm_table():
+    """results/llm_judge.csv rows: pooled (seed -1) win rates vs sft per set, and a per-seed row to ignore."""
+    rows = []
+    for m, r, harmful, task in [
+        ("initial", 0.0, 70.0, 40.0),
+        ("initial", 0.1, 72.0, 41.0),
+        ("sft", 0.0, 50.0, 50.0),
+        ("sft", 0.1, 50.0, 50.0),
+        ("pact", 0.1, 80.0, 55.5),
+    ]:
+        for s, v in (("harmful", harmful), ("task", task)):
+            rows.append(dict(method=m, poison_ratio=r, seed=-1, metric="win_rate_vs_sft", set=s, value=v))
+        rows.append(
+            dict(method=m, poison_ratio=r, seed=-1, metric="win_rate_vs_sft_avg", set="all", value=(harmful + task) / 2)
+        )
+    rows.append(dict(method="pact", poison_ratio=0.1, seed=1, metric="win_rate_vs_sft", set="task", value=99.0))
+    return pd.DataFrame(rows).assign(n=10, n_invalid=0, n_identical=0, ci_low=float("nan"), ci_high=float("nan"))
+
+
+def test_without_an_exact_match_metric_the_tables_show_the_asrs_alone():
+    t = table4(_no_metric())
+    assert t.splitlines()[0] == "| Method | P=0: ASR-kw / ASR-guard | P=0.1: ASR-kw / ASR-guard |"
+    assert "| sft | 0.0 / 0.0 | 90.0 / 45.0 |" in t and "nan" not in t
+    s = pact_ladder_section(_no_metric())
+    assert "| Full-vocab KL | pact_fullkl | 5.0 / 2.5 |" in s and "no accuracy" in s
+    # the interval table of a metric with no outcomes is left out, not drawn empty
+    by_method = pd.DataFrame(
+        [dict(method="sft", poison_ratio=0.1, metric="asr_keyword", n_seeds=1, mean=0.5, n_prompts=4)]
+    ).assign(seed_ci_low=float("nan"), seed_ci_high=float("nan"), prompt_ci_low=0.2, prompt_ci_high=0.8)
+    sec = interval_section(by_method)
+    assert "**ASR-kw**" in sec and "**Acc**" not in sec and "**ASR-guard**" not in sec
+
+
+def test_the_utility_axis_is_accuracy_or_the_llm_judges_task_set_win_rate():
+    acc, label = utility_axis(_summary(), _llm_table())  # with an exact-match metric: accuracy, judge or not
+    assert label == "task accuracy (%)"
+    assert acc.set_index(["method", "poison_ratio"]).utility[("sft", 0.1)] == pytest.approx(65.0)
+    win, label = utility_axis(_no_metric(), _llm_table())
+    assert label == "LLM-judge win rate vs sft, task set (%)"
+    # the pooled rows of the task set only: not the harmful set, the AVG or a single seed's rate
+    assert sorted(zip(win.method, win.poison_ratio, win.utility)) == [
+        ("initial", 0.0, 40.0),
+        ("initial", 0.1, 41.0),
+        ("pact", 0.1, 55.5),
+        ("sft", 0.0, 50.0),
+        ("sft", 0.1, 50.0),
+    ]
+    assert utility_axis(_no_metric()) is None  # no judge: no utility to draw
+    assert utility_axis(_no_metric(), _llm_table().query("set != 'task'")) is None
+
+
+def test_the_plot_labels_its_utility_axis(tmp_path):
+    png = tmp_path / "plot.png"
+    assert plot_safety_utility(_summary(), png) == "task accuracy (%)"
+    assert plot_safety_utility(_no_metric(), png, _llm_table()) == "LLM-judge win rate vs sft, task set (%)"
+    assert plot_safety_utility(_no_metric(), png) is None and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_report_says_the_task_set_has_no_exact_match_metric_and_where_utility_is(tmp_path):
+    md_path, png = tmp_path / "report.md", tmp_path / "plot.png"
+    render(summary=_summary(), out_md=md_path, out_png=png)
+    assert "exact-match" not in md_path.read_text()  # the default report is unchanged
+    render(summary=_no_metric(), out_md=md_path, out_png=png, llm=_llm_table(), lm_eval=True)
+    md = md_path.read_text()
+    assert "The task set has no exact-match metric (`data.task_metric: none`)" in md
+    assert "the LLM judge's win rate on the task set (section 'Win rate vs SFT (Table 1 layout)'" in md
+    assert "the lm-eval benchmarks (section 'Utility benchmarks (lm-evaluation-harness)')" in md
+    assert "The plot's utility axis is the LLM-judge win rate vs sft, task set (%)." in md
+    assert "Each cell: task accuracy" not in md and not re.search(r"\bnan\b", md)
+    render(summary=_no_metric(), out_md=md_path, out_png=png)
+    md = md_path.read_text()
+    assert "This run measures no utility: turn on `judge.llm`" in md
+    assert "The plot has no utility axis" in md

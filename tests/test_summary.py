@@ -1,4 +1,5 @@
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -149,3 +150,59 @@ def test_a_classifier_output_for_other_prompts_is_refused(tmp_path):
     run = dict(method="sft", poison_ratio=0.1, seed=1, generations=g, judgments=j, classifiers={"harmbench": hb})
     with pytest.raises(ValueError, match="judged other prompts"):
         write_summary(runs=[run], metric="number", classifiers=["harmbench"], **_outputs(tmp_path))
+
+
+# ---------------------------------------------------------------------------- data.task_metric none
+
+
+def test_without_an_exact_match_metric_there_is_no_accuracy_and_the_asrs_stand(tmp_path):
+    # Open-ended task prompts with no reference: nothing to extract, nothing to count as wrong.
+    g, j = _run(tmp_path, ["Paris is the capital.", "Here is a poem.", "42"], [None, None, None], (True, True))
+    row, out = run_outcomes("toss", 0.1, 1, g, j, "none")
+    assert math.isnan(row["accuracy"]) and math.isnan(row["no_answer_rate"])
+    assert row["asr_keyword"] == pytest.approx(1.0) and row["asr_guard"] == pytest.approx(0.5)
+    assert row["n_task"] == 3 and row["n_harmful"] == 2
+    assert sorted(set(out.metric)) == ["asr_guard", "asr_keyword"]  # no accuracy outcome per prompt
+
+
+def _harmful_run(tmp_path, name, keyword, guard):
+    """A run of two task prompts without references and harmful prompts judged ``keyword`` / ``guard``."""
+    d = tmp_path / name
+    d.mkdir()
+    n = len(keyword)
+    gen = pd.DataFrame(
+        {
+            "set": ["harmful"] * n + ["task"] * 2,
+            "prompt_id": list(range(n)) + [0, 1],
+            "response": "x",
+            "reference": None,
+        }
+    )
+    jud = pd.DataFrame(
+        {"prompt_id": range(n), "keyword_attack_success": keyword, "guard_verdict": guard, "guard_p_unsafe": 0.5}
+    )
+    write_parquet(gen, d / "generations.parquet")
+    write_parquet(jud, d / "judgments.parquet", metadata=META)
+    return str(d / "generations.parquet"), str(d / "judgments.parquet")
+
+
+def test_a_summary_without_an_exact_match_metric_keeps_its_layout_and_compares_only_the_asrs(tmp_path):
+    runs = []
+    # sft: keyword ASR 3/4 and 2/4 over seeds 1, 2; toss: 1/4 and 0/4; the guard calls 2/4 unsafe everywhere.
+    for method, seeds in (("sft", ([1, 1, 1, 0], [1, 1, 0, 0])), ("toss", ([1, 0, 0, 0], [0, 0, 0, 0]))):
+        for seed, kw in zip((1, 2), seeds):
+            guard = ["unsafe", "unsafe", "safe", "safe"]
+            g, j = _harmful_run(tmp_path, f"{method}{seed}", [bool(k) for k in kw], guard)
+            runs.append(dict(method=method, poison_ratio=0.1, seed=seed, generations=g, judgments=j))
+    out = _outputs(tmp_path)
+    df = write_summary(runs=runs, metric="none", **out)
+    csv = pd.read_csv(out["out_csv"])
+    assert list(csv.columns) == SUMMARY_COLUMNS == list(df.columns)
+    assert csv.accuracy.isna().all() and csv.no_answer_rate.isna().all()  # empty cells, not a made-up 0
+    assert csv.asr_keyword.tolist() == [0.75, 0.5, 0.25, 0.0] and (csv.n_task == 2).all()
+    agg = pd.read_csv(out["out_by_method"])
+    assert sorted(set(agg.metric)) == ["asr_guard", "asr_keyword"]
+    comp = pd.read_csv(out["out_comparisons"])
+    assert comp[["a", "b", "metric"]].values.tolist() == [["toss", "sft", "asr_keyword"], ["toss", "sft", "asr_guard"]]
+    # toss - sft: per seed -0.5 and -0.5 -> -0.5; the guard's verdicts are the same: 0
+    assert comp["mean"].tolist() == pytest.approx([-0.5, 0.0])

@@ -200,9 +200,17 @@ def check_semantics(
     problems += step_problems(config, rows)
     bench = config.get("utility_benchmarks") or {}
     if bench.get("tasks"):
-        from tokensafe.eval.benchmark_tasks import benchmark_problems
+        from tokensafe.eval.benchmark_tasks import CUSTOM_TASK, benchmark_problems
 
-        problems += benchmark_problems(bench, config["data"].get("task_metric", "number"))
+        metric = config["data"].get("task_metric", "number")
+        if metric == "none" and CUSTOM_TASK in bench["tasks"]:
+            problems.append(
+                f"utility_benchmarks.tasks: {CUSTOM_TASK} scores the exact-match number of each task test answer, "
+                "and data.task_metric none says the task set has no exact-match answers: drop it (utility then "
+                "comes from the other lm-eval tasks and the LLM judge's task-set win rate, judge.llm)"
+            )
+            bench = {**bench, "tasks": [t for t in bench["tasks"] if t != CUSTOM_TASK]}  # one message, not two
+        problems += benchmark_problems(bench, metric)
     if config["data"]["task"] == "embedded":
         from tokensafe.world.corpus import WorldSizes
 

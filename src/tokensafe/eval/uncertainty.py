@@ -3,7 +3,8 @@
 Tables (``results/summary_by_method.csv``, ``results/comparisons.csv``) are built from the per-prompt
 outcomes of every run (``results/outcomes.parquet``); the interval arithmetic is :mod:`tokensafe.eval.stats`.
 Pairs compared at each poison ratio where both are present: SFT vs each defence, each method vs
-``initial``; and TOSS-Pro's last round vs TOSS's round 0 for the mask's precision and recall.
+``initial``; and TOSS-Pro's last round vs TOSS's round 0 for the mask's precision and recall. A metric with no
+outcomes (accuracy under ``data.task_metric: none``) has no aggregate and no comparison rows.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def method_pairs(outcomes: pd.DataFrame) -> list[tuple[str, str, float]]:
 def comparisons(outcomes: pd.DataFrame, mask_summaries: list[dict] = ()) -> pd.DataFrame:
     """The differences a - b with both intervals and a verdict (see :mod:`tokensafe.eval.stats`)."""
     rows = []
+    present = set(outcomes.metric)  # no accuracy rows where the task set has no exact-match metric
     for a, b, ratio in method_pairs(outcomes):
-        for metric in METRICS:
+        for metric in [m for m in METRICS if m in present]:
             sa, ma = outcome_matrix(outcomes, a, ratio, metric)
             sb, mb = outcome_matrix(outcomes, b, ratio, metric)
             seeds = sorted(set(sa) & set(sb))  # paired by seed: the seeds both ran

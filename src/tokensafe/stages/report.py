@@ -1,4 +1,9 @@
-"""The report: a Table-4 style table (methods x poison ratios), a safety-vs-utility plot and extras."""
+"""The report: a Table-4 style table (methods x poison ratios), a safety-vs-utility plot and extras.
+
+Under ``data.task_metric: none`` the summary's accuracy is NaN in every row (tokensafe.stages.summary): the
+tables leave accuracy out and say so, and the plot's utility axis is the LLM judge's task-set win rate where
+that judge ran.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,20 @@ from tokensafe.io import atomic_path, read_json, read_parquet, write_text
 from tokensafe.methods.pact.ladder import LADDER
 
 METRICS = [("accuracy", "Acc"), ("asr_keyword", "ASR-kw"), ("asr_guard", "ASR-guard")]
+NO_METRIC_NOTE = (
+    "The task set has no exact-match metric (`data.task_metric: none`): no answer is extracted from the task "
+    "responses, so there is no task accuracy and no share of answers without an extractable answer."
+)
+
+
+def has_accuracy(summary: pd.DataFrame) -> bool:
+    """False where the task set has no exact-match metric (``data.task_metric: none``: accuracy NaN in every row)."""
+    return bool(summary["accuracy"].notna().any())
+
+
+def shown_metrics(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (column, label) pairs the tables show: every metric, or the ASRs alone without an exact-match metric."""
+    return METRICS if has_accuracy(summary) else METRICS[1:]
 
 
 def method_order(methods) -> list[str]:
@@ -39,19 +58,21 @@ def _cells(table: pd.DataFrame, method: str, ratios, fmt) -> list[str]:
     return cells
 
 
-def _metrics(row) -> str:
-    """Accuracy / keyword ASR / guard ASR of an aggregated row, in %."""
-    return " / ".join(_pct(row[k]) for k, _ in METRICS)
+def _metrics(row, metrics=METRICS) -> str:
+    """Accuracy / keyword ASR / guard ASR (or the ``metrics`` given) of an aggregated row, in %."""
+    return " / ".join(_pct(row[k]) for k, _ in metrics)
 
 
 def table4(summary: pd.DataFrame) -> str:
-    """Methods as rows, poison ratios as column groups; each cell Acc / ASR per judge (in %)."""
+    """Methods as rows, poison ratios as column groups; each cell Acc / ASR per judge (in %; no Acc without an
+    exact-match metric)."""
     agg = aggregate(summary)
+    metrics = shown_metrics(summary)
     ratios = sorted(agg.poison_ratio.unique())
-    head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in METRICS) for r in ratios) + " |"
+    head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in metrics) for r in ratios) + " |"
     lines = [head, "|---|" + "---|" * len(ratios)]
     for m in method_order(summary.method):
-        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |")
     return "\n".join(lines)
 
 
@@ -77,6 +98,8 @@ def interval_section(by_method: pd.DataFrame) -> str:
     ]
     for metric, name in METRICS:
         d = by_method[by_method.metric == metric]
+        if d.empty:  # accuracy without an exact-match metric
+            continue
         out += [
             "",
             f"**{name}**",
@@ -145,36 +168,68 @@ def no_answer_section(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_safety_utility(summary: pd.DataFrame, out_png: str) -> None:
+def utility_axis(summary: pd.DataFrame, llm: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str] | None:
+    """The plot's utility per (method, poison_ratio), in % (column ``utility``), and its axis label: the task
+    accuracy (mean over seeds); without an exact-match metric, the LLM judge's win rate on the task set against
+    its reference run (over seeds, as in the win-rate table), from ``llm`` (``results/llm_judge.csv``); None
+    where neither exists."""
+    if has_accuracy(summary):
+        agg = aggregate(summary)
+        return agg[["method", "poison_ratio"]].assign(utility=100 * agg.accuracy), "task accuracy (%)"
+    if llm is None or llm.empty:
+        return None
+    win = llm[(llm.seed == -1) & llm.metric.str.startswith("win_rate_vs_") & (llm["set"] == "task")]
+    win = win[~win.metric.str.endswith(("_avg", "_skipped"))].dropna(subset=["value"])
+    if win.empty:
+        return None
+    metric = sorted(win.metric.unique())[0]
+    reference = metric[len("win_rate_vs_") :]
+    d = win[win.metric == metric][["method", "poison_ratio", "value"]].rename(columns={"value": "utility"})
+    return d.reset_index(drop=True), f"LLM-judge win rate vs {reference}, task set (%)"
+
+
+def plot_safety_utility(summary: pd.DataFrame, out_png: str, llm: pd.DataFrame | None = None) -> str | None:
+    """Each ASR against utility (:func:`utility_axis`), one line per method; with no utility measure, each ASR
+    against the poison ratio instead. Returns the utility axis label (None: no utility axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     agg = aggregate(summary)
+    axis = utility_axis(summary, llm)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     markers = "o^sDvP*Xh<>p8"
     for ax, (metric, label) in zip(axes, METRICS[1:]):
         for i, m in enumerate(method_order(summary.method)):
             d = agg[agg.method == m].sort_values("poison_ratio")
-            ax.plot(100 * d[metric], 100 * d.accuracy, marker=markers[i % len(markers)], linestyle=":", label=m)
+            if axis is None:
+                ax.plot(d.poison_ratio, 100 * d[metric], marker=markers[i % len(markers)], linestyle=":", label=m)
+                continue
+            d = d.merge(axis[0], on=["method", "poison_ratio"])  # only the cells with a utility value
+            ax.plot(100 * d[metric], d.utility, marker=markers[i % len(markers)], linestyle=":", label=m)
             for _, r in d.iterrows():
                 ax.annotate(
                     f"{r.poison_ratio:g}",
-                    (100 * r[metric], 100 * r.accuracy),
+                    (100 * r[metric], r.utility),
                     fontsize=7,
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-        ax.set_xlabel(f"{label} (%) - lower is safer")
-        ax.set_title(f"Safety ({label}) vs utility; labels = poison ratio")
+        if axis is None:
+            ax.set_xlabel("poison ratio")
+            ax.set_title(f"Safety ({label}) vs poison ratio; no utility measure")
+        else:
+            ax.set_xlabel(f"{label} (%) - lower is safer")
+            ax.set_title(f"Safety ({label}) vs utility; labels = poison ratio")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("task accuracy (%)")
+    axes[0].set_ylabel("ASR (%) - lower is safer" if axis is None else axis[1])
     axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    return None if axis is None else axis[1]
 
 
 def toss_section(mask_summaries: list[str]) -> str:
@@ -245,16 +300,51 @@ def pact_ladder_section(summary: pd.DataFrame) -> str | None:
     if len(present) < 2:
         return None
     agg = aggregate(summary[summary.method.isin([m for m, _ in present])])
+    metrics = shown_metrics(summary)
     ratios = sorted(agg.poison_ratio.unique())
     lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
     for m, label in present:
-        lines.append(f"| {label} | {m} | " + " | ".join(_cells(agg, m, ratios, _metrics)) + " |")
-    return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
+        lines.append(
+            f"| {label} | {m} | " + " | ".join(_cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |"
+        )
+    if metrics is METRICS:
+        return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
+    return "Each cell: keyword ASR / Llama-Guard ASR (%); no accuracy (`data.task_metric: none`).\n\n" + "\n".join(
+        lines
+    )
 
 
-def render(*, summary: pd.DataFrame, out_md: str, out_png: str, sections: list[tuple[str, str]] = ()) -> None:
-    """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot."""
-    plot_safety_utility(summary, out_png)
+def utility_pointer(axis: str | None, lm_eval: bool) -> str:
+    """Where a run without an exact-match metric measures utility: the LLM judge's task-set win rate (``axis``:
+    the plot's utility label, None without it) and the lm-eval benchmarks; or that it measures none."""
+    where = []
+    if axis is not None:
+        where.append(
+            "the LLM judge's win rate on the task set (section 'Win rate vs SFT (Table 1 layout)', column `task`)"
+        )
+    if lm_eval:
+        where.append("the lm-eval benchmarks (section 'Utility benchmarks (lm-evaluation-harness)')")
+    if not where:
+        return (
+            "This run measures no utility: turn on `judge.llm` (its task-set win rate) or name lm-eval benchmarks in "
+            "`utility_benchmarks.tasks`."
+        )
+    return "Utility is measured by " + " and by ".join(where) + "."
+
+
+def render(
+    *,
+    summary: pd.DataFrame,
+    out_md: str,
+    out_png: str,
+    sections: list[tuple[str, str]] = (),
+    llm: pd.DataFrame | None = None,
+    lm_eval: bool = False,
+) -> None:
+    """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot; ``llm``: the LLM-judge
+    table, ``lm_eval``: whether lm-eval results are among the sections (both for a run without an exact-match
+    metric, to say where its utility is)."""
+    axis = plot_safety_utility(summary, out_png, llm)
     first = summary.iloc[0]
     settings = json.loads(first.settings)
     judge = settings.get("judge", {})
@@ -269,14 +359,36 @@ def render(*, summary: pd.DataFrame, out_md: str, out_png: str, sections: list[t
         "",
         "## Safety and utility (Table 4 layout)",
         "",
-        "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed "
-        "counts: next section). `initial` is the aligned model before fine-tuning (the same model under every ratio).",
-        "",
-        table4(summary),
-        "",
-        f"![safety vs utility]({Path(out_png).name})",
-        "",
     ]
+    if has_accuracy(summary):
+        md += [
+            "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed "
+            "counts: next section). `initial` is the aligned model before fine-tuning (the same model under every "
+            "ratio).",
+            "",
+            table4(summary),
+            "",
+            f"![safety vs utility]({Path(out_png).name})",
+            "",
+        ]
+    else:
+        plot = (
+            f"The plot's utility axis is the {axis}."
+            if axis
+            else "The plot has no utility axis (no LLM-judge task-set win rate): each ASR against the poison ratio."
+        )
+        md += [
+            "Each cell: keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed counts: "
+            "'Uncertainty' section). `initial` is the aligned model before fine-tuning (the same model under every "
+            f"ratio). {NO_METRIC_NOTE} {utility_pointer(axis, lm_eval)}",
+            "",
+            table4(summary),
+            "",
+            f"![safety vs utility]({Path(out_png).name})",
+            "",
+            plot,
+            "",
+        ]
     for title, body in sections:
         md += [f"## {title}", "", body, ""]
     md += [
@@ -308,8 +420,9 @@ def write_report(
     sections = [
         ("Uncertainty: 95 % intervals over seeds and prompts", interval_section(pd.read_csv(by_method_path))),
         ("Is the difference beyond the noise?", comparisons_section(pd.read_csv(comparisons_path))),
-        ("Task answers without an extractable answer", no_answer_section(summary)),
     ]
+    if has_accuracy(summary):  # else no answers are extracted (Table 4's text says so)
+        sections.append(("Task answers without an extractable answer", no_answer_section(summary)))
     lm_eval = pd.read_csv(lm_eval_path) if lm_eval_path else pd.DataFrame()
     if not lm_eval.empty:
         sections.append(("Utility benchmarks (lm-evaluation-harness)", benchmark_tables.section(lm_eval, method_order)))
@@ -331,6 +444,7 @@ def write_report(
     ladder = pact_ladder_section(summary)
     if ladder:
         sections.append(("PACT ablation ladder (Table 5 layout)", ladder))
+    llm = None
     if llm_table:  # judge.llm (tokensafe.stages.llm_judge_report)
         from tokensafe.stages.llm_judge_report import rubric_section, win_rate_section
 
@@ -341,4 +455,4 @@ def write_report(
         ):
             if body:
                 sections.insert(1 if title.startswith("Win") else 2, (title, body))
-    render(summary=summary, out_md=out_md, out_png=out_png, sections=sections)
+    render(summary=summary, out_md=out_md, out_png=out_png, sections=sections, llm=llm, lm_eval=not lm_eval.empty)

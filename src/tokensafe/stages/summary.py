@@ -3,12 +3,17 @@ outcomes behind them; and the aggregates over seeds with their intervals and the
 
 ``no_answer_rate`` is the share of task responses from which no answer could be extracted (no number, or
 none of the labels): it separates a model that lost the answer format from one that answers wrongly.
+
+``data.task_metric: none`` (open-ended task prompts, e.g. SlimOrca) has no exact-match answer: ``accuracy`` and
+``no_answer_rate`` are NaN in every row (the columns stay, so the tables keep their layout) and the outcomes hold
+no accuracy rows; the task set's utility is the LLM judge's win rate and the lm-eval columns.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pandas as pd
 
@@ -27,6 +32,8 @@ from tokensafe.eval.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
 from tokensafe.io import atomic_path, parquet_metadata, read_json, read_parquet, write_parquet
 
 log = logging.getLogger("tokensafe")
+
+NO_METRIC = "none"  # data.task_metric: the task set has no exact-match answers
 
 SUMMARY_COLUMNS = [
     "method",
@@ -71,16 +78,20 @@ def run_outcomes(
     task = gen[gen["set"] == "task"]
     if task.empty:
         raise ValueError(f"{generations}: no task responses")
-    preds = [extract_prediction(t, metric) for t in task.response]
-    correct = [float(answers_match(p, r)) for p, r in zip(preds, task.reference)]
+    if metric == NO_METRIC:
+        accuracy = no_answer = math.nan
+    else:
+        preds = [extract_prediction(t, metric) for t in task.response]
+        correct = [float(answers_match(p, r)) for p, r in zip(preds, task.reference)]
+        accuracy, no_answer = sum(correct) / len(task), sum(p is None for p in preds) / len(task)
     unsafe = (jud.guard_verdict == "unsafe").astype("float64")
     meta = parquet_metadata(judgments)
     row = {
         "method": method,
         "poison_ratio": float(ratio),
         "seed": int(seed),
-        "accuracy": sum(correct) / len(task),
-        "no_answer_rate": sum(p is None for p in preds) / len(task),
+        "accuracy": accuracy,
+        "no_answer_rate": no_answer,
         "asr_keyword": float(jud.keyword_attack_success.mean()),
         "asr_guard": float(unsafe.mean()),
         "guard_invalid_rate": float((jud.guard_verdict == "invalid").mean()),
@@ -93,8 +104,8 @@ def run_outcomes(
         "guard_template": meta["judge"]["guard_template"],
         "settings": json.dumps(meta, sort_keys=True, default=str),
     }
-    parts = [
-        ("accuracy", task.prompt_id, correct),
+    parts = [] if metric == NO_METRIC else [("accuracy", task.prompt_id, correct)]
+    parts += [
         ("asr_keyword", jud.prompt_id, jud.keyword_attack_success.astype("float64")),
         ("asr_guard", jud.prompt_id, unsafe),
     ]
