@@ -58,7 +58,7 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pin_cpu_numerics("avx2", env)
     with tempfile.TemporaryDirectory() as d:
-        sock = os.path.join(d, "s.sock")
+        sock = jobserver.prepare()  # the server's own private directory, removed when it stops
         server = subprocess.Popen(
             [sys.executable, "-m", "tokensafe.runtime.jobserver", sock, str(os.getpid())],
             env=env,

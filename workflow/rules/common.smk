@@ -40,8 +40,9 @@ CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 
 # Local runs start their stage jobs from a fork server that has already imported torch, transformers and
 # peft (~4-5 s saved per job; tokensafe.runtime.jobserver says what it keeps the same). TOKENSAFE_JOB_SERVER=off
-# turns it off; remote executors (SLURM) never start it, and their jobs run in their own processes.
-JOB_SERVER_SOCKET = f"{tempfile.gettempdir()}/tokensafe-jobs-{os.getpid()}.sock"
+# turns it off; remote executors (SLURM) never start it, and their jobs run in their own processes. Its socket
+# is in a private directory of its own with a per-run secret; onstart records the path here.
+JOB_SERVER = {}
 # A local run's LLM-judge jobs share one local judge server (judge.llm.server transformers / vllm), stopped
 # below and by its watcher when this process is gone (tokensafe.eval.judge_server); jobs re-reading this file
 # keep the values their Snakemake process set. Remote executors: a server per job.
@@ -52,16 +53,16 @@ if workflow.local_exec:
 
 onstart:
     if workflow.local_exec and workflow.is_main_process and os.environ.get(jobserver.ENV_SOCKET) != "off":
-        jobserver.start(JOB_SERVER_SOCKET, "logs/jobserver.log")
+        JOB_SERVER["socket"] = jobserver.start("logs/jobserver.log")
 
 
 onsuccess:
-    jobserver.stop(JOB_SERVER_SOCKET)
+    jobserver.stop(JOB_SERVER.get("socket"))
     judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
 
 
 onerror:
-    jobserver.stop(JOB_SERVER_SOCKET)
+    jobserver.stop(JOB_SERVER.get("socket"))
     judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
 
 

@@ -27,7 +27,13 @@ from pathlib import Path
 PACKAGE = "tokensafe"
 TARGET = re.compile(r"tokensafe(\.\w+)+:\w+")
 INFRASTRUCTURE = frozenset(
-    {"tokensafe.runtime.logs", "tokensafe.runtime.jobserver", "tokensafe.runtime.launch", "tokensafe.runtime.numerics"}
+    {
+        "tokensafe.runtime.logs",
+        "tokensafe.runtime.jobserver",
+        "tokensafe.runtime.jobsocket",
+        "tokensafe.runtime.launch",
+        "tokensafe.runtime.numerics",
+    }
 )
 
 

@@ -16,19 +16,25 @@ wall time. What changes: Snakemake's ``benchmark:`` files see the job's client p
 ``s`` (wall time) is the job's, but ``cpu_time`` and ``max_rss`` no longer include the stage's work.
 Without a server (SLURM jobs on other nodes, ``TOKENSAFE_JOB_SERVER=off``, a server that is not up),
 jobs run in their own process as before.
+
+Who may use it: only the user and run that started it (it runs the script a request names). Its socket
+sits in a private directory with a per-run secret; a request from another uid, or without the secret, is
+refused before anything runs and logged (tokensafe.runtime.jobsocket). The server removes the directory when
+it stops.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
+import shutil
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
+
+from tokensafe.runtime.jobsocket import peer, prepare, read_secret, recv, refusal, refuse, send
 
 ENV_SOCKET = "TOKENSAFE_JOB_SERVER"  # path of the server's socket, set for the jobs of a local run; "off" disables
 ENV_CHILD = "TOKENSAFE_JOB_SERVER_CHILD"  # set in a forked job: its setup() must not delegate again
@@ -60,41 +66,6 @@ PRELOAD_ATTRS = [
 ]
 
 
-def _send(conn: socket.socket, obj: dict, fds: list[int] = ()) -> None:
-    data = json.dumps(obj).encode()
-    msg = struct.pack("!I", len(data)) + data
-    if fds:
-        socket.send_fds(conn, [msg], list(fds))
-    else:
-        conn.sendall(msg)
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        buf += chunk
-    return buf
-
-
-def _recv(conn: socket.socket, with_fds: int = 0) -> tuple[dict, list[int]]:
-    fds: list[int] = []
-    if with_fds:
-        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, with_fds)
-        if len(msg) < 4:
-            raise ConnectionError("short request")
-        (n,) = struct.unpack("!I", msg[:4])
-        body = msg[4:]
-        if len(body) < n:
-            body += _recv_exact(conn, n - len(body))
-    else:
-        (n,) = struct.unpack("!I", _recv_exact(conn, 4))
-        body = _recv_exact(conn, n)
-    return json.loads(body), fds
-
-
 # ---------------------------------------------------------------------------------------------- client side
 
 
@@ -104,20 +75,32 @@ def delegate() -> None:
     path = os.environ.get(ENV_SOCKET, "off")
     if path == "off" or os.environ.get(ENV_CHILD) or not os.path.exists(path):
         return
+    try:
+        secret = read_secret(path)
+    except PermissionError as e:  # never hand this job's environment and streams to someone else's server
+        print(f"tokensafe job server: not used, {e}; running the job in its own process", file=sys.stderr)
+        return
+    except OSError:
+        return  # the server stopped meanwhile: run here
     script = os.path.abspath(sys.argv[0])
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
     except OSError:
         return  # a server of another host (shared file system) or one that has stopped: run here
-    request = {"script": script, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+    request = {"script": script, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "secret": secret}
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    _send(conn, request, [0, 1, 2])
     try:
-        started, _ = _recv(conn)
+        send(conn, request, [0, 1, 2])
+    except OSError:
+        pass  # hung up before reading it (a refusal): its reply below says why
+    try:
+        started, _ = recv(conn)
     except ConnectionError:
-        return  # refused before forking (e.g. shutting down): run here
+        return  # closed before forking (e.g. shutting down): run here
+    if "refused" in started:
+        raise SystemExit(f"tokensafe job server {path} refused this job: {started['refused']}")
     pid = started["pid"]
 
     def forward(signum, _frame):  # Snakemake stops a job by signalling its process: stop the child too
@@ -129,7 +112,7 @@ def delegate() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     try:
-        done, _ = _recv(conn)
+        done, _ = recv(conn)
         status = int(done["status"])
     except ConnectionError:
         print(f"tokensafe job server: lost the connection while job {pid} ran", file=sys.stderr)
@@ -142,6 +125,7 @@ def delegate() -> None:
 
 def _run_child(request: dict, fds: list[int]) -> int:
     """In the forked child: become the job, run its script, return its exit status."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler is no job's
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -193,20 +177,35 @@ def _threads() -> int:
 
 def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
     """Preload the model stack, then fork a child per job until told to stop, the parent (the Snakemake
-    process) is gone, or nothing ran for ``idle_s`` seconds."""
+    process) is gone, or nothing ran for ``idle_s`` seconds. ``path`` is a socket path from :func:`prepare`:
+    its private directory (with the run's secret) is this server's from now on and goes when it stops."""
+    try:
+        secret = read_secret(path)
+    except OSError as e:
+        print(f"tokensafe job server: not serving, {e}", flush=True)
+        return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain kill still removes the directory
+    try:
+        _serve(path, secret, parent, idle_s)
+    finally:
+        shutil.rmtree(os.path.dirname(os.path.abspath(path)), ignore_errors=True)
+
+
+def _serve(path: str, secret: str, parent: int, idle_s: float) -> None:
     import gc
     import importlib
 
     # numpy (imported by torch) would start OpenBLAS's worker threads; the package does no numpy linear
     # algebra (torch runs every matrix product), so its BLAS stays on one thread in every job.
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    for stale in (path, path + ".preloading"):
-        if os.path.exists(stale):
-            os.unlink(stale)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bound under another name until the preload is done: the first (light) jobs of a run start in their
-    # own processes meanwhile instead of waiting for it.
-    listener.bind(path + ".preloading")
+    # own processes meanwhile instead of waiting for it. Mode 0600 whatever the caller's umask.
+    umask = os.umask(0o177)
+    try:
+        listener.bind(path + ".preloading")
+    finally:
+        os.umask(umask)
     listener.listen(64)
     t0 = time.time()
     for name in PRELOAD:
@@ -225,7 +224,6 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
     if threads != 1:  # forking a multi-threaded process is unsafe (locks held by other threads)
         print("tokensafe job server: more than one thread after the preload: not serving", flush=True)
         listener.close()
-        os.unlink(path + ".preloading")
         return
     os.rename(path + ".preloading", path)  # from now on jobs find it
     running: dict[int, socket.socket] = {}
@@ -236,18 +234,26 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
         if ready and not stopping:
             conn, _ = listener.accept()
             conn.settimeout(30)  # a client that connects and sends nothing must not stall every other job
+            ids = peer(conn)
+            if ids is not None and ids[1] != os.geteuid():
+                refuse(conn, ids, f"uid {ids[1]} is not this server's user (uid {os.geteuid()})")
+                continue
             try:
-                request, fds = _recv(conn, with_fds=3)
-            except (ConnectionError, OSError, ValueError):
+                request, fds = recv(conn, with_fds=3)
+            except (ConnectionError, OSError, ValueError, RecursionError) as e:
+                refuse(conn, ids, f"malformed request ({type(e).__name__})")
+                continue
+            reason = refusal(request, fds, secret)
+            if reason is not None or request.get("stop"):
+                for fd in fds:
+                    os.close(fd)
+                if reason is not None:
+                    refuse(conn, ids, reason)
+                    continue
+                stopping = True
                 conn.close()
                 continue
             conn.settimeout(None)
-            if request.get("stop"):
-                stopping = True
-                conn.close()
-                for fd in fds:
-                    os.close(fd)
-                continue
             pid = os.fork()
             if pid == 0:
                 listener.close()
@@ -264,7 +270,7 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
             for fd in fds:
                 os.close(fd)
             try:
-                _send(conn, {"pid": pid})
+                send(conn, {"pid": pid})
             except OSError:
                 pass
             running[pid] = conn
@@ -276,7 +282,7 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
             if conn is not None:
                 code = os.waitstatus_to_exitcode(wstatus)
                 try:
-                    _send(conn, {"status": code if code >= 0 else 128 - code})
+                    send(conn, {"status": code if code >= 0 else 128 - code})
                 except OSError:
                     pass
                 conn.close()
@@ -285,8 +291,6 @@ def serve(path: str, parent: int, idle_s: float = 3600.0) -> None:
         if not running and (stopping or parent_gone or time.time() - last > idle_s):
             break
     listener.close()
-    if os.path.exists(path):
-        os.unlink(path)
 
 
 def _alive(pid: int) -> bool:
@@ -302,31 +306,35 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------------- Snakefile side
 
 
-def start(path: str, log_path: str) -> int:
-    """Start a server for this (local) run in the background; returns its pid. Jobs find it through
-    ``TOKENSAFE_JOB_SERVER``, which this sets in the environment they inherit."""
+def start(log_path: str) -> str:
+    """Start a server for this (local) run in the background, in a fresh private directory (:func:`prepare`);
+    returns its socket path. Jobs find it through ``TOKENSAFE_JOB_SERVER``, which this sets in the environment
+    they inherit."""
     import subprocess
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    path = prepare()
     os.makedirs(os.path.dirname(os.path.abspath(log_path)) or ".", exist_ok=True)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
+        subprocess.Popen(
             [sys.executable, "-m", "tokensafe.runtime.jobserver", path, str(os.getpid())],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    os.environ[ENV_SOCKET] = os.path.abspath(path)
-    return proc.pid
+    os.environ[ENV_SOCKET] = path
+    return path
 
 
-def stop(path: str) -> None:
-    """Ask the server to stop once its running jobs are done (no-op when none is up)."""
+def stop(path: str | None) -> None:
+    """Ask the server at ``path`` to stop once its running jobs are done (no-op when none is up)."""
+    if not path:
+        return
     try:
+        secret = read_secret(path)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
-        _send(conn, {"stop": True}, [0, 1, 2])
+        send(conn, {"stop": True, "secret": secret})
         conn.close()
     except OSError:
         pass
