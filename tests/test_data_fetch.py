@@ -26,9 +26,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tokensafe.data import catalog as cat
-from tokensafe.data import fetch
-from tokensafe.data.catalog import normalise_prompt, sharegpt_pair
+from tokensafe.data.fetch import catalog as cat
+from tokensafe.data.fetch import cli as fetch
+from tokensafe.data.fetch import derive
+from tokensafe.data.fetch.derive import normalise_prompt, sharegpt_pair
 
 from workflow_utils import REPO, snakemake
 
@@ -292,8 +293,8 @@ def test_sharegpt_pair_joins_the_system_message():
 
 def test_first_exchange_of_a_transcript():
     t = "\n\nHuman: Where is it?\n\nAssistant: Here.\n\nHuman: And?\n\nAssistant: There."
-    assert cat.first_exchange(t) == ("Where is it?", "Here.")
-    assert cat.first_exchange("\n\nHuman: Only a question") == ("Only a question", "")
+    assert derive.first_exchange(t) == ("Where is it?", "Here.")
+    assert derive.first_exchange("\n\nHuman: Only a question") == ("Only a question", "")
 
 
 def test_preset_paths_active_and_alternatives():
@@ -520,8 +521,6 @@ SCALED = {
         "n_finetune": 20,
         "toss": {"pro": {"k": 5}},
         "baselines": {"safety_mix": {"n": 10}},
-        # The schema does not accept task_metric none yet: planned as number until it does.
-        "data": {"task_metric": "number"},
     },
 }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tokensafe.eval.classifiers import JUDGES
-from tokensafe.stages.report import _cells, _pct, method_order
+from tokensafe.stages.report_cells import cells, method_order, pct
 
 
 def classifier_names(summary: pd.DataFrame) -> list[str]:
@@ -33,10 +33,10 @@ def classifier_section(summary: pd.DataFrame) -> str | None:
     agg = summary.groupby(["method", "poison_ratio"])[cols].mean().reset_index()
 
     def fmt(row) -> str:
-        return " / ".join(f"{_pct(row[f'asr_{n}'])} ({_pct(row[f'{n}_invalid_rate'])})" for n in names)
+        return " / ".join(f"{pct(row[f'asr_{n}'])} ({pct(row[f'{n}_invalid_rate'])})" for n in names)
 
     for m in method_order(summary.method):
-        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, fmt)) + " |")
+        lines.append(f"| {m} | " + " | ".join(cells(agg, m, ratios, fmt)) + " |")
     return "\n".join(lines)
 
 
@@ -57,7 +57,7 @@ def agreement_section(agreement: pd.DataFrame) -> str:
     order = {m: i for i, m in enumerate(method_order(agreement.method))}
     rows = agreement.assign(_o=agreement.method.map(order)).sort_values(["_o", "poison_ratio", "judge_a", "judge_b"])
     for r in rows.itertuples():
-        agree = "-" if pd.isna(r.agreement) else f"{_pct(r.agreement)} %"
+        agree = "-" if pd.isna(r.agreement) else f"{pct(r.agreement)} %"
         kappa = r.kappa_status if pd.isna(r.kappa) else f"{r.kappa:.3f}"
         lines.append(
             f"| {r.method} | {r.poison_ratio:g} | {r.judge_a} vs {r.judge_b} | {r.n} | "

@@ -13,54 +13,25 @@ from pathlib import Path
 import pandas as pd
 
 from tokensafe.eval import benchmark_tables
-from tokensafe.io import atomic_path, read_json, read_parquet, write_text
+from tokensafe.io import read_json, read_parquet, write_text
 from tokensafe.methods.pact.ladder import LADDER
-
-METRICS = [("accuracy", "Acc"), ("asr_keyword", "ASR-kw"), ("asr_guard", "ASR-guard")]
-NO_METRIC_NOTE = (
-    "The task set has no exact-match metric (`data.task_metric: none`): no answer is extracted from the task "
-    "responses, so there is no task accuracy and no share of answers without an extractable answer."
+from tokensafe.stages.judge_report import agreement_section, classifier_section
+from tokensafe.stages.report_cells import (  # noqa: F401 - aggregate, has_accuracy: the report's public API too
+    METRICS,
+    NO_METRIC_NOTE,
+    aggregate,
+    cells,
+    has_accuracy,
+    method_order,
+    pct,
+    shown_metrics,
 )
-
-
-def has_accuracy(summary: pd.DataFrame) -> bool:
-    """False where the task set has no exact-match metric (``data.task_metric: none``: accuracy NaN in every row)."""
-    return bool(summary["accuracy"].notna().any())
-
-
-def shown_metrics(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    """The (column, label) pairs the tables show: every metric, or the ASRs alone without an exact-match metric."""
-    return METRICS if has_accuracy(summary) else METRICS[1:]
-
-
-def method_order(methods) -> list[str]:
-    """'initial' first, then the order methods first appear."""
-    seen = list(dict.fromkeys(methods))
-    return (["initial"] if "initial" in seen else []) + [m for m in seen if m != "initial"]
-
-
-def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (method, ratio), with the number of seeds."""
-    g = summary.groupby(["method", "poison_ratio"])
-    return g[[m for m, _ in METRICS]].mean().join(g.size().rename("n_seeds")).reset_index()
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def _cells(table: pd.DataFrame, method: str, ratios, fmt) -> list[str]:
-    """One method's cells across the poison ratios: ``fmt(row)`` of its row at each ratio, '-' where it did not run."""
-    cells = []
-    for r in ratios:
-        row = table[(table.method == method) & (table.poison_ratio == r)]
-        cells.append(fmt(row.iloc[0]) if len(row) else "-")
-    return cells
+from tokensafe.stages.safety_plot import plot_safety_utility, utility_axis  # noqa: F401 - re-exported
 
 
 def _metrics(row, metrics=METRICS) -> str:
     """Accuracy / keyword ASR / guard ASR (or the ``metrics`` given) of an aggregated row, in %."""
-    return " / ".join(_pct(row[k]) for k, _ in metrics)
+    return " / ".join(pct(row[k]) for k, _ in metrics)
 
 
 def table4(summary: pd.DataFrame) -> str:
@@ -72,12 +43,12 @@ def table4(summary: pd.DataFrame) -> str:
     head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in metrics) for r in ratios) + " |"
     lines = [head, "|---|" + "---|" * len(ratios)]
     for m in method_order(summary.method):
-        lines.append(f"| {m} | " + " | ".join(_cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |")
+        lines.append(f"| {m} | " + " | ".join(cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |")
     return "\n".join(lines)
 
 
 def _interval(lo: float, hi: float) -> str:
-    return "-" if pd.isna(lo) else f"{_pct(lo)}, {_pct(hi)}"
+    return "-" if pd.isna(lo) else f"{pct(lo)}, {pct(hi)}"
 
 
 def interval_section(by_method: pd.DataFrame) -> str:
@@ -87,7 +58,7 @@ def interval_section(by_method: pd.DataFrame) -> str:
 
     def cell(x) -> str:
         return (
-            f"{_pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
+            f"{pct(x['mean'])} [{_interval(x.seed_ci_low, x.seed_ci_high)}] "
             f"({_interval(x.prompt_ci_low, x.prompt_ci_high)}) n={x.n_seeds}"
         )
 
@@ -108,7 +79,7 @@ def interval_section(by_method: pd.DataFrame) -> str:
             "|---|" + "---|" * len(ratios),
         ]
         for m in method_order(d.method):
-            out.append(f"| {m} | " + " | ".join(_cells(d, m, ratios, cell)) + " |")
+            out.append(f"| {m} | " + " | ".join(cells(d, m, ratios, cell)) + " |")
     return "\n".join(out)
 
 
@@ -163,73 +134,9 @@ def no_answer_section(summary: pd.DataFrame) -> str:
         "|---|" + "---|" * len(ratios),
     ]
     for m in method_order(summary.method):
-        cells = [_pct(rates[(m, r)]) if (m, r) in rates.index else "-" for r in ratios]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        row_cells = [pct(rates[(m, r)]) if (m, r) in rates.index else "-" for r in ratios]
+        lines.append(f"| {m} | " + " | ".join(row_cells) + " |")
     return "\n".join(lines)
-
-
-def utility_axis(summary: pd.DataFrame, llm: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str] | None:
-    """The plot's utility per (method, poison_ratio), in % (column ``utility``), and its axis label: the task
-    accuracy (mean over seeds); without an exact-match metric, the LLM judge's win rate on the task set against
-    its reference run (over seeds, as in the win-rate table), from ``llm`` (``results/llm_judge.csv``); None
-    where neither exists."""
-    if has_accuracy(summary):
-        agg = aggregate(summary)
-        return agg[["method", "poison_ratio"]].assign(utility=100 * agg.accuracy), "task accuracy (%)"
-    if llm is None or llm.empty:
-        return None
-    win = llm[(llm.seed == -1) & llm.metric.str.startswith("win_rate_vs_") & (llm["set"] == "task")]
-    win = win[~win.metric.str.endswith(("_avg", "_skipped"))].dropna(subset=["value"])
-    if win.empty:
-        return None
-    metric = sorted(win.metric.unique())[0]
-    reference = metric[len("win_rate_vs_") :]
-    d = win[win.metric == metric][["method", "poison_ratio", "value"]].rename(columns={"value": "utility"})
-    return d.reset_index(drop=True), f"LLM-judge win rate vs {reference}, task set (%)"
-
-
-def plot_safety_utility(summary: pd.DataFrame, out_png: str, llm: pd.DataFrame | None = None) -> str | None:
-    """Each ASR against utility (:func:`utility_axis`), one line per method; with no utility measure, each ASR
-    against the poison ratio instead. Returns the utility axis label (None: no utility axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    agg = aggregate(summary)
-    axis = utility_axis(summary, llm)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    markers = "o^sDvP*Xh<>p8"
-    for ax, (metric, label) in zip(axes, METRICS[1:]):
-        for i, m in enumerate(method_order(summary.method)):
-            d = agg[agg.method == m].sort_values("poison_ratio")
-            if axis is None:
-                ax.plot(d.poison_ratio, 100 * d[metric], marker=markers[i % len(markers)], linestyle=":", label=m)
-                continue
-            d = d.merge(axis[0], on=["method", "poison_ratio"])  # only the cells with a utility value
-            ax.plot(100 * d[metric], d.utility, marker=markers[i % len(markers)], linestyle=":", label=m)
-            for _, r in d.iterrows():
-                ax.annotate(
-                    f"{r.poison_ratio:g}",
-                    (100 * r[metric], r.utility),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-        if axis is None:
-            ax.set_xlabel("poison ratio")
-            ax.set_title(f"Safety ({label}) vs poison ratio; no utility measure")
-        else:
-            ax.set_xlabel(f"{label} (%) - lower is safer")
-            ax.set_title(f"Safety ({label}) vs utility; labels = poison ratio")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("ASR (%) - lower is safer" if axis is None else axis[1])
-    axes[1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return None if axis is None else axis[1]
 
 
 def toss_section(mask_summaries: list[str]) -> str:
@@ -305,7 +212,7 @@ def pact_ladder_section(summary: pd.DataFrame) -> str | None:
     lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
     for m, label in present:
         lines.append(
-            f"| {label} | {m} | " + " | ".join(_cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |"
+            f"| {label} | {m} | " + " | ".join(cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |"
         )
     if metrics is METRICS:
         return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
@@ -426,7 +333,6 @@ def write_report(
     lm_eval = pd.read_csv(lm_eval_path) if lm_eval_path else pd.DataFrame()
     if not lm_eval.empty:
         sections.append(("Utility benchmarks (lm-evaluation-harness)", benchmark_tables.section(lm_eval, method_order)))
-    from tokensafe.stages.judge_report import agreement_section, classifier_section
 
     extra = classifier_section(summary)
     if extra:

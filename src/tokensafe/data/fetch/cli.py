@@ -1,19 +1,4 @@
-"""Fetch every data file a preset reads: ``python -m tokensafe.data.fetch PRESET [--dest DIR] [--force] [--list]``.
-
-PRESET is a name (config/presets/<name>.yaml) or a path. Every active ``data.<role>.path`` of the preset (``--all``:
-also the commented-out alternatives) is produced by a catalogue entry (:mod:`tokensafe.data.catalog`) under DIR
-(default: the current directory) at the same relative path. Each file written is recorded in
-``DIR/data/SOURCES.lock.json``: its upstream source and the commit it was read at, the sha256 of the upstream file
-and of the written file, its rows, the preparation and the license. A file whose lock record still matches (same
-sha256, same revision, same inputs) is not fetched again; ``--force`` fetches it anyway, ``--update`` moves the
-revisions that the catalogue does not pin to what upstream serves now.
-
-Transport: GitHub files over HTTPS at the pinned commit (base URLs: TOKENSAFE_GITHUB_RAW, TOKENSAFE_GITHUB_API);
-hub files through huggingface_hub, which reads HF_ENDPOINT, HF_HUB_CACHE and HF_TOKEN. A gated set the hub refuses
-is reported with the steps to get access, the other files are still fetched, and the command exits non-zero
-listing what is missing. Models are not downloaded here (the jobs load them); the gated ones the preset names
-are listed with the same steps.
-"""
+"""The command: read a preset, fetch and build each entry's files, report what is missing (gated steps)."""
 
 from __future__ import annotations
 
@@ -21,40 +6,29 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tokensafe.data.catalog import CATALOG, GATED_MODEL_PREFIXES, Entry, Upstream, entry_for
+from tokensafe.data.fetch.catalog import CATALOG, GATED_MODEL_PREFIXES, entry_for
+from tokensafe.data.fetch.lockfile import (
+    LOCK,
+    digest,
+    expected_sha256,
+    load_lock,
+    sha256_file,
+    up_to_date,
+    wanted_revision,
+)
+from tokensafe.data.fetch.transport import FetchError, GatedError, download
+from tokensafe.data.fetch.upstream import Entry
 from tokensafe.data.roles import ROLES
-from tokensafe.io import atomic_path, read_json, write_json
+from tokensafe.io import atomic_path, write_json
 
-LOCK = "data/SOURCES.lock.json"
-GITHUB_RAW = "https://raw.githubusercontent.com"
-GITHUB_API = "https://api.github.com"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-class FetchError(Exception):
-    """A file could not be fetched or built (network, checksum, content): the message says which and why."""
-
-
-class GatedError(FetchError):
-    """The hub refused a gated file (no token, or terms not accepted)."""
-
-    def __init__(self, upstream: Upstream, reason: str):
-        super().__init__(f"{upstream.describe()} is gated and was refused ({reason})")
-        self.upstream = upstream
-
-
-# --------------------------------------------------------------------------------------------------
-# The preset
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def resolve_preset(preset: str) -> Path:
@@ -115,7 +89,7 @@ def plan_entries(paths: list[tuple[str, str]], catalog: dict[str, Entry]) -> lis
         raise FetchError(
             "no catalogue entry produces "
             + "; ".join(f"data.{r}.path {p!r}" for r, p in unknown)
-            + " (tokensafe.data.catalog lists what can be fetched; give the file by hand or change the path)"
+            + " (tokensafe.data.fetch.catalog lists what can be fetched; give the file by hand or change the path)"
         )
     order: list[Entry] = []
 
@@ -134,164 +108,6 @@ def plan_entries(paths: list[tuple[str, str]], catalog: dict[str, Entry]) -> lis
     for _, path in paths:
         visit(entry_for(path, catalog), ())
     return order
-
-
-# --------------------------------------------------------------------------------------------------
-# Checksums and the lock file
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def digest(path: Path) -> str | None:
-    """sha256 of a file; of a folder, over its files' names and digests; None where it does not exist."""
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-        return h.hexdigest()
-    return None
-
-
-def load_lock(dest: Path) -> dict:
-    path = dest / LOCK
-    if not path.exists():
-        return {"version": 1, "files": {}}
-    lock = read_json(path)
-    if not isinstance(lock, dict) or not isinstance(lock.get("files"), dict):
-        raise FetchError(f"{path}: not a lock file (expected {{'version': 1, 'files': {{...}}}}); move it away")
-    return lock
-
-
-def locked_source(lock: dict, up: Upstream) -> dict | None:
-    """The lock's record of an upstream file (same kind, repo and path), if any file was built from it."""
-    for rec in lock["files"].values():
-        for src in rec.get("sources", []):
-            if (src.get("kind"), src.get("repo"), src.get("path")) == (up.kind, up.repo, up.path):
-                return src
-    return None
-
-
-def wanted_revision(up: Upstream, lock: dict, update: bool) -> str | None:
-    """The catalogue's commit; else the locked one (unless ``update``); else None (resolve now)."""
-    if up.revision is not None:
-        return up.revision
-    rec = None if update else locked_source(lock, up)
-    return rec.get("revision") if rec else None
-
-
-def expected_sha256(up: Upstream, revision: str | None, lock: dict) -> str | None:
-    if up.sha256 is not None:
-        return up.sha256
-    rec = locked_source(lock, up)
-    if rec and revision is not None and rec.get("revision") == revision:
-        return rec.get("sha256")
-    return None
-
-
-def up_to_date(entry: Entry, dest: Path, lock: dict, update: bool) -> bool:
-    """Every file of the entry is on disk with its locked sha256, read at the wanted revisions, from the same
-    inputs (for derived files)."""
-    for f in entry.files:
-        rec = lock["files"].get(f)
-        if rec is None or not (dest / f).is_file() or sha256_file(dest / f) != rec.get("sha256"):
-            return False
-        revs = {s["name"]: s.get("revision") for s in rec.get("sources", [])}
-        for name, up in entry.sources.items():
-            want = wanted_revision(up, lock, update)
-            if name not in revs or (want is None and update) or (want is not None and revs[name] != want):
-                return False
-        for need in entry.needs:
-            if (rec.get("inputs") or {}).get(need) != digest(dest / need):
-                return False
-    return True
-
-
-# --------------------------------------------------------------------------------------------------
-# Transport
-
-
-def _urlopen(url: str, headers: dict[str, str] | None = None):
-    req = urllib.request.Request(url, headers={"User-Agent": "tokensafe-data-fetch", **(headers or {})})
-    try:
-        return urllib.request.urlopen(req, timeout=60)
-    except urllib.error.HTTPError as e:
-        raise FetchError(f"GET {url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise FetchError(f"GET {url}: {getattr(e, 'reason', e)} (no network? a mirror: TOKENSAFE_GITHUB_RAW)") from None
-
-
-def github_commit(up: Upstream) -> str:
-    """The commit ``up.ref`` points at now (GitHub's API, plain-SHA media type)."""
-    base = os.environ.get("TOKENSAFE_GITHUB_API", GITHUB_API).rstrip("/")
-    with _urlopen(f"{base}/repos/{up.repo}/commits/{up.ref}", {"Accept": "application/vnd.github.sha"}) as r:
-        sha = r.read().decode().strip()
-    if not re.fullmatch(r"[0-9a-f]{40}", sha):
-        raise FetchError(f"GitHub {up.repo}@{up.ref}: expected a commit SHA, got {sha[:80]!r}")
-    return sha
-
-
-def github_download(up: Upstream, revision: str, tmpdir: Path) -> Path:
-    base = os.environ.get("TOKENSAFE_GITHUB_RAW", GITHUB_RAW).rstrip("/")
-    out = tmpdir / f"{len(list(tmpdir.iterdir()))}-{Path(up.path).name}"
-    with _urlopen(f"{base}/{up.repo}/{revision}/{up.path}") as r, out.open("wb") as fh:
-        shutil.copyfileobj(r, fh, 1 << 20)
-    return out
-
-
-def hub_download(up: Upstream, revision: str | None) -> tuple[Path, str]:
-    """The file from huggingface_hub's cache (downloaded if needed) and the commit it was read at."""
-    from huggingface_hub import hf_hub_download  # noqa: PLC0415 - only where a hub file is fetched
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError  # noqa: PLC0415
-
-    try:
-        path = hf_hub_download(
-            up.repo,
-            up.path,
-            repo_type="dataset",
-            revision=revision,
-            # Read here, not at huggingface_hub's import, so that a caller's environment is the one used.
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-            token=os.environ.get("HF_TOKEN") or None,
-        )
-    except GatedRepoError as e:
-        raise GatedError(up, _first_line(e)) from None
-    except RepositoryNotFoundError as e:
-        if up.gated:  # without a token the hub answers a gated repo as not found (401)
-            raise GatedError(up, _first_line(e)) from None
-        raise FetchError(f"{up.describe()}: {_first_line(e)}") from None
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        if up.gated and status in (401, 403):
-            raise GatedError(up, _first_line(e)) from None
-        raise FetchError(f"{up.describe()}: {_first_line(e)}") from None
-    except Exception as e:  # connection errors and huggingface_hub's offline/cache errors
-        raise FetchError(f"{up.describe()}: {type(e).__name__}: {_first_line(e)}") from None
-    parts = Path(path).parts
-    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else revision
-    return Path(path), commit
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-def download(up: Upstream, revision: str | None, tmpdir: Path) -> tuple[Path, str]:
-    """The upstream file on disk and the commit it was read at (``revision`` None: resolved now)."""
-    if up.kind == "github":
-        commit = revision or github_commit(up)
-        return github_download(up, commit, tmpdir), commit
-    if up.kind == "hub":
-        return hub_download(up, revision)
-    raise FetchError(f"catalogue: unknown source kind {up.kind!r} for {up.repo}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from tokensafe.data.fetch.cli import main
+
+raise SystemExit(main())
