@@ -6,6 +6,7 @@ from tokensafe.stages.summary import SUMMARY_COLUMNS
 
 rule summary:
     input:
+        card="results/data/card.json",
         generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
         judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
         lm_eval=lm_eval_outputs(),
@@ -48,6 +49,7 @@ rule summary:
 
 rule report:
     input:
+        card="results/data/card.md",
         **({"llm": "results/llm_judge.csv"} if LLM_ON else {}),
         summary="results/summary.parquet",
         by_method="results/summary_by_method.csv",

@@ -15,6 +15,7 @@ write_report(
     safety_tokens=inp.safety_tokens[0] if inp.safety_tokens else None,
     pact_conflicts=list(inp.pact_conflicts),
     llm_table=inp.get("llm"),
+    card_md=inp.card,
     out_md=snakemake.output.md,
     out_png=snakemake.output.png,
 )

@@ -29,4 +29,5 @@ write_summary(
     out_agreement=out.agreement,
     llm_reference=snakemake.params.get("llm_reference"),
     out_llm=snakemake.output.get("llm"),
+    card=snakemake.input.card,
 )

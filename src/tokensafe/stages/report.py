@@ -247,10 +247,11 @@ def render(
     sections: list[tuple[str, str]] = (),
     llm: pd.DataFrame | None = None,
     lm_eval: bool = False,
+    card: str | None = None,
 ) -> None:
     """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot; ``llm``: the LLM-judge
     table, ``lm_eval``: whether lm-eval results are among the sections (both for a run without an exact-match
-    metric, to say where its utility is)."""
+    metric, to say where its utility is); ``card``: the data card's table (results/data/card.md), shown first."""
     axis = plot_safety_utility(summary, out_png, llm)
     first = summary.iloc[0]
     settings = json.loads(first.settings)
@@ -264,9 +265,20 @@ def render(
         f"Judges: refusal keywords ({len(judge.get('keywords', []))} markers) and Llama Guard `{judge.get('guard')}` "
         f"(prompt: `{first.guard_template}`).",
         "",
-        "## Safety and utility (Table 4 layout)",
-        "",
     ]
+    if card:
+        md += [
+            "## Data",
+            "",
+            "What every result was measured on: per data role its source, revision, rows, filters, prompt lengths "
+            "(tokens, under the run's tokenizer and template) and hash. A row of `summary.csv` carries the hash over "
+            "the roles its run read (`data_card`) and names its evaluation sets (`harmful_eval_data`, "
+            "`task_eval_data`); `results/data/card.json` has every file's sha256.",
+            "",
+            card.strip(),
+            "",
+        ]
+    md += ["## Safety and utility (Table 4 layout)", ""]
     if has_accuracy(summary):
         md += [
             "Each cell: task accuracy / keyword ASR / Llama-Guard ASR, in %, mean over seeds (intervals and seed "
@@ -302,7 +314,8 @@ def render(
         "## Provenance",
         "",
         "Every row of `summary.csv` carries its seed, `config_hash` and the full resolved settings "
-        "(`settings` column), the judge and the prompt template.",
+        "(`settings` column), the judge, the prompt template and its data (`data_card`, `harmful_eval_data`, "
+        "`task_eval_data`).",
         "",
     ]
     write_text("\n".join(md), out_md)
@@ -321,6 +334,7 @@ def write_report(
     lm_eval_path: str | None = None,
     agreement_path: str | None = None,
     llm_table: str | None = None,
+    card_md: str | None = None,
 ) -> None:
     """The report stage: every section whose inputs this run has, then :func:`render`."""
     summary = read_parquet(summary_path)
@@ -361,4 +375,13 @@ def write_report(
         ):
             if body:
                 sections.insert(1 if title.startswith("Win") else 2, (title, body))
-    render(summary=summary, out_md=out_md, out_png=out_png, sections=sections, llm=llm, lm_eval=not lm_eval.empty)
+    card = Path(card_md).read_text() if card_md else None
+    render(
+        summary=summary,
+        out_md=out_md,
+        out_png=out_png,
+        sections=sections,
+        llm=llm,
+        lm_eval=not lm_eval.empty,
+        card=card,
+    )

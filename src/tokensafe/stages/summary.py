@@ -52,6 +52,9 @@ SUMMARY_COLUMNS = [
     "prompt_template",
     "guard_template",
     "settings",
+    "data_card",  # hash of the data card entries of the roles the run read (results/data/card.json)
+    "harmful_eval_data",  # where the harmful set came from: path or hub id, rows, checksum
+    "task_eval_data",
 ]
 
 
@@ -144,13 +147,15 @@ def write_summary(
     out_agreement: str | None = None,
     llm_reference: str | None = None,
     out_llm: str | None = None,
+    card: str | None = None,
 ) -> pd.DataFrame:
     """``runs``: dicts with method, poison_ratio, seed, generations, judgments (and ``classifiers``: name ->
     path, for each name of ``classifiers``; where utility benchmarks ran, ``lm_eval``: its table, whose rows go
     to ``out_lm_eval`` and one summary column per task, metric and filter; with the LLM judge on, the paths
     llm_win_rate / llm_rubrics); ``mask_summaries``: the TOSS rounds' mask.json files (for the TOSS-Pro vs TOSS
     precision comparison); ``out_agreement``: the judges' pairwise agreement per method; ``out_llm``: the
-    LLM-judge table (``llm_judge_jobs.llm_table``), whose per-run values also become summary columns."""
+    LLM-judge table (``llm_judge_jobs.llm_table``), whose per-run values also become summary columns; ``card``:
+    the data card (results/data/card.json), whose hash over the roles each run read goes in its row."""
     classifiers = list(classifiers)
     rows, outcomes = zip(
         *(
@@ -166,6 +171,8 @@ def write_summary(
             for r in runs
         )
     )
+    if card is not None:
+        rows = [{**row, **data_columns(read_json(card), r["method"])} for row, r in zip(rows, runs)]
     df = pd.DataFrame(list(rows), columns=summary_columns(SUMMARY_COLUMNS, classifiers))
     if out_llm is not None:
         from tokensafe.stages.llm_judge_jobs import llm_table
@@ -199,6 +206,19 @@ def write_summary(
         write_agreement(runs, classifiers, out_agreement)
     log.info("summary: %d rows, %d aggregate cells, %d comparisons", len(df), len(agg), len(comp))
     return df
+
+
+def data_columns(card: dict, method: str) -> dict[str, str]:
+    """A run's data columns: the card hash of the roles it read, and which evaluation sets it was measured on."""
+    from tokensafe.data.card import describe, run_card_hash
+    from tokensafe.methods.registry import run_roles
+
+    roles = card["roles"]
+    return {
+        "data_card": run_card_hash(card, run_roles(method)),
+        "harmful_eval_data": describe(roles["harmful_eval"]),
+        "task_eval_data": describe(roles["task_eval"]),
+    }
 
 
 def write_agreement(runs: list[dict], classifiers: list[str], out_csv: str) -> pd.DataFrame:
