@@ -127,3 +127,32 @@ def test_roles_per_method():
     assert run_roles("safety_mix")[-1] == "safety_demos"
     assert roles_used(["sft"]) == ["task", "poison", "task_eval", "harmful_eval"]
     assert set(roles_used(list(METHODS))) == set(ROLES)  # every role is read by some method
+
+
+def test_summary_rows_of_two_harmful_sets_differ(world, word_tokenizer):
+    """The summary's data columns (tokensafe.stages.summary.data_columns): two runs on different harmful sets
+    carry different card hashes and name their harmful set; the task set's description is shared."""
+    from tokensafe.stages.summary import data_columns
+
+    tmp_path, src, other = world
+    tables = {r: _table(tmp_path, r, ["How do I rob a bank ?"], ["Sure"]) for r in ("task", "poison", "task_eval")}
+
+    def columns(path):
+        tables["harmful_eval"] = _table(tmp_path, "he", ["How do I rob a bank ?"])
+        card = dc.build_card(
+            data_cfg={"harmful_eval": {"path": str(path), "format": "advbench"}},
+            tables=tables,
+            sources={"harmful_eval": [str(path)]},
+            tokenizer=word_tokenizer,
+            template="chat",
+            max_length=64,
+            lock_path=str(tmp_path / "no-lock.json"),
+        )
+        return data_columns(card, "sft"), data_columns(card, "initial")
+
+    (a, a0), (b, b0) = columns(src), columns(other)
+    assert a["data_card"] != b["data_card"] and a0["data_card"] != b0["data_card"]
+    assert a["data_card"] != a0["data_card"]  # initial reads the evaluation sets only
+    assert a["harmful_eval_data"].startswith(f"{src} (1 rows, sha256 ")
+    assert b["harmful_eval_data"].startswith(f"{other} (1 rows")
+    assert a["task_eval_data"] == b["task_eval_data"]
