@@ -26,6 +26,7 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
+        "results/data/overlap.json",
         "results/summary.csv",
         "results/summary.parquet",
         "results/summary_by_method.csv",

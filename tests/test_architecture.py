@@ -19,12 +19,13 @@ ALLOWED = {
     "runtime": {"runtime"},
     "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
     "plan": {"config", "modelref", "methods", "data", "world"},
-    "data": {"data", "io", "eval", "chat"},
+    # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
+    "data": {"data", "io", "eval", "chat", "modelref", "methods"},
     "world": {"world", "chat", "train"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
     "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)
     "methods.sft": {"methods", "train"},
-    "eval": {"eval", "chat", "io", "train", "runtime"},
+    "eval": {"eval", "chat", "io", "train", "runtime", "data"},  # data.lengths: the prompt-length check
     "stages": None,  # anything
 }
 FAMILY_ALLOWED = {"train", "chat", "io", "rerun", "eval", "runtime", "methods"}

@@ -14,6 +14,7 @@ DEFAULT_PLAN = {
     "world_guard": 1,
     "source_table": 8,  # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
     "mix_finetune_set": 9,  # one fine-tuning set per poison ratio and seed (3 x 3)
+    "data_overlap": 1,  # train/eval prompt overlap of the tables above: results/data/overlap.json
     "finetune": 28,  # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
     # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
     "generate": 31,  # + initial once per seed

@@ -123,7 +123,7 @@ def test_roles_per_method():
     assert run_roles("initial") == ["task_eval", "harmful_eval"] == list(dc.EVAL_ROLES)
     toss_roles = {"task", "poison", "task_eval", "harmful_eval", "harmful_ref", "utility_ref"}
     assert set(run_roles("toss_pro")) == toss_roles
-    assert "safety_prompts" in run_roles("pact_fullkl")
+    assert "safety_prompts" in run_roles("pact") and "safety_prompts" not in run_roles("pact_fullkl")
     assert run_roles("safety_mix")[-1] == "safety_demos"
     assert roles_used(["sft"]) == ["task", "poison", "task_eval", "harmful_eval"]
     assert set(roles_used(list(METHODS))) == set(ROLES)  # every role is read by some method

@@ -53,6 +53,7 @@ FAMILY = {
     "lm_eval": "generate",
     "source_table": "data",
     "mix_finetune_set": "data",
+    "data_overlap": "data",
     "toss_mask": "data",
     "summary": "report",
     "report": "report",

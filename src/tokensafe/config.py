@@ -165,10 +165,16 @@ def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
 
 
 def check_semantics(
-    config: dict, schema_path: str | Path = SCHEMA_PATH, rows: dict[str, int] | None = None
+    config: dict,
+    schema_path: str | Path = SCHEMA_PATH,
+    rows: dict[str, int] | None = None,
+    notices: list[str] | None = None,
+    data_checks: bool = True,
 ) -> list[str]:
     """Checks the schema cannot express: merged per-method recipes, model references, embedded pool sizes, the
-    training stages' optimiser steps (``rows`` receives each loaded data source's row count)."""
+    training stages' optimiser steps (``rows`` receives each loaded data source's row count), and with
+    ``data_checks`` train/eval prompt overlap and prompt lengths (tokensafe.data.checks; ``notices`` receives
+    what those leave to the jobs)."""
     problems = _recipe_problems(config, schema_path)
     for role in ("base", "aligned", "guard"):
         try:
@@ -191,7 +197,12 @@ def check_semantics(
     from tokensafe.plan.training import step_problems
 
     rows = {} if rows is None else rows
-    problems += check_sources(config["data"], rows)
+    tables: dict = {}
+    problems += check_sources(config["data"], rows, tables if data_checks else None)
+    if data_checks:
+        from tokensafe.data.checks import planning_problems
+
+        problems += planning_problems(config, tables, notices)
     demos = rows.get("safety_demos")
     if "safety_mix" in config["methods"] and demos is not None and config["baselines"]["safety_mix"]["n"] > demos:
         problems.append(
@@ -226,11 +237,17 @@ def check_semantics(
     return problems
 
 
-def check_config(config: dict, schema_path: str | Path = SCHEMA_PATH, rows: dict[str, int] | None = None) -> None:
-    """Raise :class:`ConfigError` listing every problem, or return quietly (``rows``: see check_semantics)."""
+def check_config(
+    config: dict,
+    schema_path: str | Path = SCHEMA_PATH,
+    rows: dict[str, int] | None = None,
+    notices: list[str] | None = None,
+    data_checks: bool = True,
+) -> None:
+    """Raise :class:`ConfigError` listing every problem, or return quietly (the others: see check_semantics)."""
     problems = validate_against_schema(config, schema_path)
     if not problems:
-        problems = check_semantics(config, schema_path, rows)
+        problems = check_semantics(config, schema_path, rows, notices, data_checks)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -284,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.directory).is_dir():
             raise ConfigError(f"--directory {args.directory}: no such folder")
         rows: dict[str, int] = {}
+        notices: list[str] = []
         with contextlib.chdir(args.directory):
-            check_config(config, rows=rows)
+            check_config(config, rows=rows, notices=notices)
     except (ConfigError, FileNotFoundError) as e:
         print(f"{args.config}: {e}", file=sys.stderr)
         return 1
+    for line in notices:
+        print(f"{args.config}: {line}", file=sys.stderr)
     from tokensafe.plan.training import format_table
 
     print(f"{args.config}: OK\n\nTraining stages (optimiser steps per job):\n{format_table(config, rows)}")

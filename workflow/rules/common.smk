@@ -1,6 +1,7 @@
 # Config validation (before any job is planned), model references and small input functions.
 import json
 import os
+import sys
 import tempfile
 
 from snakemake.exceptions import WorkflowError
@@ -24,9 +25,18 @@ from tokensafe.runtime.numerics import numerics_label, pin_cpu_numerics
 try:
     # --config values arrive as strings (--config seeds=[1,2] gives ["1", "2"]): type them by the schema first.
     coerce_command_line_values(config, workflow.source_path("../schemas/config.schema.yaml"))
-    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    # The data checks (overlap, prompt lengths: tokensafe.data.checks) once, in the process that plans the jobs.
+    _notices = []
+    check_config(
+        config,
+        workflow.source_path("../schemas/config.schema.yaml"),
+        notices=_notices,
+        data_checks=workflow.is_main_process,
+    )
 except ConfigError as e:
     raise WorkflowError(str(e))
+for _line in _notices:
+    print(_line, file=sys.stderr)
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same bytes on the same machine
@@ -108,6 +118,8 @@ def generation_params():
     gen = {k: v for k, v in config["generation"].items() if k != "vllm"}
     if GEN_BACKEND == "vllm":
         gen["vllm"] = vllm_params()
+    if config["data"]["truncate_long_prompts"]:  # only when on: the default reruns nothing (tokensafe.data.lengths)
+        gen["truncate_long_prompts"] = True
     return gen
 
 

@@ -100,3 +100,56 @@ rule data_card:
         max_length=config["max_length"],
     script:
         "../scripts/data_card.py"
+
+
+# Train/eval prompt overlap of every table the run reads (planning checked the local ones already), and the
+# evaluation prompts data.truncate_long_prompts cuts: tokensafe.data.leakage, tokensafe.data.lengths.
+from tokensafe.data.leakage import roles_in_use
+
+OVERLAP_ROLES = roles_in_use(config)
+TRUNCATE = config["data"]["truncate_long_prompts"]
+
+
+def overlap_inputs(wildcards):
+    tables = {role: f"results/data/{role}.parquet" for role in OVERLAP_ROLES}
+    return {**tables, "aligned": model_input("aligned")} if TRUNCATE else tables
+
+
+def overlap_settings():
+    """What the overlap job reads: the roles' sources and data.allow_overlap; the generation budgets and the
+    template only with data.truncate_long_prompts (the record of what it cuts)."""
+    data = {role: config["data"][role] for role in OVERLAP_ROLES}
+    out = {"data": {**data, "allow_overlap": sorted(config["data"]["allow_overlap"])}}
+    if TRUNCATE:
+        gen = config["generation"]
+        out["data"]["truncate_long_prompts"] = True
+        out["prompt_template"] = config["prompt_template"]
+        out["generation"] = {
+            "backend": gen["backend"],
+            "max_new_tokens": gen["max_new_tokens"],
+            "task_max_new_tokens": gen.get("task_max_new_tokens", gen["max_new_tokens"]),
+            "vllm": {"max_model_len": gen["vllm"].get("max_model_len")} if gen["backend"] == "vllm" else {},
+        }
+    return out
+
+
+rule data_overlap:
+    input:
+        unpack(overlap_inputs),
+    output:
+        "results/data/overlap.json",
+    log:
+        "logs/data_overlap.log",
+    benchmark:
+        "benchmarks/data_overlap.tsv"
+    threads: 1
+    resources:
+        **resources_for("data"),
+    params:
+        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
+        code=code_version("data_overlap.py"),
+        roles=OVERLAP_ROLES,
+        settings=overlap_settings(),
+        aligned=model_ref("aligned") if TRUNCATE else None,
+    script:
+        "../scripts/data_overlap.py"

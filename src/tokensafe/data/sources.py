@@ -356,10 +356,13 @@ def load_configured_source(name: str, spec, world_table: str | None) -> pd.DataF
     return df
 
 
-def check_sources(data_cfg: dict, rows: dict[str, int] | None = None) -> list[str]:
+def check_sources(
+    data_cfg: dict, rows: dict[str, int] | None = None, tables: dict[str, pd.DataFrame] | None = None
+) -> list[str]:
     """Load every local (non-embedded) source once, before any job runs, and report what is wrong.
 
-    ``rows``, when given, receives the row count of each source loaded (the plan's step counts read it).
+    ``rows``, when given, receives the row count of each source loaded (the plan's step counts read it);
+    ``tables`` receives the loaded tables themselves (the overlap and prompt-length checks read them).
 
     Hub sources are checked when their job runs: looking at them here would need the network. Relative paths
     are read from the current directory, the run directory (Snakemake's ``--directory``), as the jobs read them.
@@ -370,9 +373,11 @@ def check_sources(data_cfg: dict, rows: dict[str, int] | None = None) -> list[st
         if spec == "embedded" or spec is None or "hub" in spec:
             continue
         try:
-            n = len(load_configured_source(name, spec, None))
+            df = load_configured_source(name, spec, None)
             if rows is not None:
-                rows[name] = n
+                rows[name] = len(df)
+            if tables is not None:
+                tables[name] = df
         except FileNotFoundError as e:
             rel = not Path(str(spec.get("path", ""))).is_absolute()
             problems.append(f"data.{name}: {e}" + (f" (relative to the run directory {Path.cwd()})" if rel else ""))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
 
-from tokensafe.chat import encode_prompt
+from tokensafe.data.lengths import encode_for_generation, model_positions_of
+
+log = logging.getLogger("tokensafe")
 
 
 def generation_kwargs(cfg: dict) -> dict:
@@ -28,17 +31,34 @@ def generate(
     cfg: dict,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    what: str = "prompts",
+    rows: list[int] | None = None,
 ) -> list[str]:
-    """Answer each prompt; returns the decoded continuations (special tokens stripped) in input order."""
+    """Answer each prompt; returns the decoded continuations (special tokens stripped) in input order.
+
+    A prompt that leaves the model's positions too few for ``max_new_tokens`` is an error naming ``what`` and its
+    row (``rows``: the row numbers in its file), or with ``cfg["truncate_long_prompts"]`` cut to fit
+    (tokensafe.data.lengths)."""
     if not prompts:
         raise ValueError("no prompts to generate from")
     torch.manual_seed(int(cfg.get("seed", 0)))
     device = next(model.parameters()).device
-    encoded = [encode_prompt(tokenizer, p, template) for p in prompts]
+    kw = generation_kwargs(cfg)
+    encoded, cut = encode_for_generation(
+        tokenizer,
+        prompts,
+        template,
+        model_positions_of(model),
+        kw["max_new_tokens"],
+        bool(cfg.get("truncate_long_prompts", False)),
+        what,
+        rows,
+    )
+    if cut:
+        log.info("%s: %d of %d prompts cut to fit the model's positions", what, cut, len(prompts))
     # Longest first keeps padding small; results are put back in input order.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
-    kw = generation_kwargs(cfg)
     pad = tokenizer.pad_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]

@@ -44,7 +44,11 @@ METHODS: dict[str, Method] = {
     "toss": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss", TOSS_ROLES),
     "toss_pro": Method("toss", "tokensafe.methods.toss.selective_sft:build_toss", TOSS_ROLES),
     # The PACT ablation ladder, full-vocabulary KL first and full PACT last (tokensafe.methods.pact.ladder).
-    **{m: Method("pact", "tokensafe.methods.pact.regularized_sft:build_pact", ("safety_prompts",)) for m in LADDER},
+    # A rung with safety tokens reads the safety prompts they are found from (full-vocabulary KL does not).
+    **{
+        m: Method("pact", "tokensafe.methods.pact.regularized_sft:build_pact", ("safety_prompts",) * rung["tokens"])
+        for m, rung in LADDER.items()
+    },
     "constrained_sft": Method("baselines", "tokensafe.methods.baselines.constrained:build_constrained"),
     "random_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_random_mask"),
     "prefix_mask": Method("baselines", "tokensafe.methods.baselines.token_masks:build_prefix_mask"),

@@ -19,6 +19,11 @@ log = logging.getLogger("tokensafe")
 GEN_COLUMNS = ["set", "prompt_id", "prompt", "response", "reference", "category"]
 
 
+def file_rows(df: pd.DataFrame) -> list[int] | None:
+    """The prompts' row numbers in their source file (1-based, as messages name them)."""
+    return [int(s) + 1 for s in df["sample_id"]] if "sample_id" in df else None
+
+
 def run_generate(
     *,
     aligned: str,
@@ -54,9 +59,29 @@ def run_generate(
         model = load_model(aligned, settings.get("dtype", "auto"), adapter=adapter)
         bs = gen_cfg.get("batch_size", 64)
         cfg = {**gen_cfg, "seed": settings["seed"]}
-        h_out = generate(model, tok, list(harmful.prompt), template, cfg, bs, progress(log, "harmful prompts"))
+        h_out = generate(
+            model,
+            tok,
+            list(harmful.prompt),
+            template,
+            cfg,
+            bs,
+            progress(log, "harmful prompts"),
+            "data.harmful_eval",
+            file_rows(harmful),
+        )
         cfg_t = {**cfg, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
-        t_out = generate(model, tok, list(task.prompt), template, cfg_t, bs, progress(log, "task prompts"))
+        t_out = generate(
+            model,
+            tok,
+            list(task.prompt),
+            template,
+            cfg_t,
+            bs,
+            progress(log, "task prompts"),
+            "data.task_eval",
+            file_rows(task),
+        )
     rows = [
         pd.DataFrame(
             {
@@ -95,16 +120,29 @@ def vllm_responses(
 ) -> list[tuple[list[str], list[str]]]:
     """Harmful and task responses of each ``(adapter, harmful prompts, task prompts)`` run, all through one vLLM
     engine on ``aligned`` (adapters as LoRA requests), decoded as the transformers backend decodes."""
-    from tokensafe.chat import encode_prompt
+    from tokensafe.data.lengths import encode_for_generation, model_positions
     from tokensafe.eval.vllm_backend import ENV_ENGINE, decode_completion, run_vllm_sets, stage_python
 
     cfg_h = {**gen_cfg, "seed": seed}
     cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
+    # The model's positions, capped by the engine's max_model_len where set (tokensafe.data.lengths).
+    positions, cap = model_positions(aligned), gen_cfg["vllm"].get("max_model_len")
+    positions = cap if positions is None else positions if cap is None else min(positions, int(cap))
+    truncate = bool(gen_cfg.get("truncate_long_prompts", False))
+
+    def encoded(prompts, cfg, what):
+        ids, cut = encode_for_generation(
+            tokenizer, prompts, template, positions, int(cfg["max_new_tokens"]), truncate, what
+        )
+        if cut:
+            log.info("%s: %d of %d prompts cut to fit the model's positions", what, cut, len(prompts))
+        return ids
+
     sets = []
     for adapter, harmful, task in runs:
         # Token ids, not text: a chat template that writes BOS would otherwise get a second one from vLLM.
-        sets.append(([encode_prompt(tokenizer, p, template) for p in harmful], cfg_h, adapter))
-        sets.append(([encode_prompt(tokenizer, p, template) for p in task], cfg_t, adapter))
+        sets.append((encoded(harmful, cfg_h, "data.harmful_eval"), cfg_h, adapter))
+        sets.append((encoded(task, cfg_t, "data.task_eval"), cfg_t, adapter))
     if os.environ.get(ENV_ENGINE) == "shared":  # one engine for every run's job (tokensafe.eval.vllm_server)
         from tokensafe.eval.vllm_server import run_shared, socket_path
 

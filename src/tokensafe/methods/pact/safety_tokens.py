@@ -42,6 +42,7 @@ def write_safe_responses(
         settings["prompt_template"],
         {"max_new_tokens": pact["response_tokens"], "greedy": True},
         gen_cfg.get("batch_size", 64),
+        what="data.safety_prompts",
     )
     filt = pact.get("filter_refusals", True)
     keep = [r.strip() != "" and (not filt or is_refusal(r, keywords)) for r in responses]
