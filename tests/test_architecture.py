@@ -17,7 +17,8 @@ ALLOWED = {
     "modelref": set(),
     "rerun": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval"},  # eval.benchmark_tasks: lm-eval task names
+    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
+    "plan": {"plan", "config", "modelref", "data", "world", "methods", "eval"},
     "data": {"data", "io", "eval"},
     "world": {"world", "chat", "train"},
     "train": {"train", "chat", "io", "runtime", "modelref"},

@@ -12,6 +12,7 @@ from tokensafe.config import (
     classify_model_ref,
     coerce_command_line_values,
     method_recipe,
+    name_config_files,
     ratio_tag,
     settings_hash,
 )
@@ -26,7 +27,14 @@ try:
     coerce_command_line_values(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as e:
-    raise WorkflowError(str(e))
+    # Name the config file(s) in use and the keys --config set: the message's first line says which file is wrong.
+    raise WorkflowError(
+        name_config_files(
+            str(e),
+            workflow.overwrite_configfiles or workflow.configfiles,
+            workflow.config_settings.config,
+        )
+    ) from None
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same bytes on the same machine
