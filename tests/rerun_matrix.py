@@ -81,7 +81,10 @@ def plan(workdir: Path, cfg: dict, name: str) -> dict:
     proc = snakemake(workdir, write_config(cfg, workdir, name), "-n", "--nolock", check=False)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in out.splitlines() if ln.strip() and ln.strip() != "invalid configuration:"]
+        # A config check's message starts "<config file>: invalid configuration:"; its first problem follows.
+        lines = [
+            ln.strip() for ln in out.splitlines() if ln.strip() and not ln.strip().endswith("invalid configuration:")
+        ]
         at = next((i for i, ln in enumerate(lines) if ln.startswith("WorkflowError")), None)
         return {"refused": (lines[at + 1] if at is not None and at + 1 < len(lines) else lines[-1]).lstrip("- ")}
     return job_stats(out)

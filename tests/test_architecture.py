@@ -18,7 +18,7 @@ ALLOWED = {
     "rerun": set(),
     "runtime": {"runtime"},
     "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
-    "plan": {"config", "modelref", "methods", "data", "world"},
+    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval"},
     # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
     "data": {"data", "io", "eval", "chat", "modelref", "methods"},
     "world": {"world", "chat", "train"},

@@ -214,6 +214,9 @@ def test_relative_data_paths_are_read_from_the_run_directory(config, repo_root, 
     (run / "data" / "test.csv").write_text('"3","Title","Description."\n"1","Other","Text."\n')
     cfg = copy.deepcopy(config)
     cfg["data"]["task_eval"] = {"path": "data/test.csv", "format": "agnews", "header": "none"}
+    cfg["data"]["task_metric"] = "agnews"
+    cfg["utility_benchmarks"]["tasks"] = []  # tokensafe_task scores numbers only
+    cfg["models"]["embedded_on_real_data"] = True
     cfg_file = tmp_path / "my-config.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     elsewhere = tmp_path / "elsewhere"
@@ -234,6 +237,7 @@ def test_published_layout_keys_in_the_schema(config, tmp_path):
     rows = [{"prompt": "p1", "response": "r1", "is_safe": False}, {"prompt": "p2", "response": "r2", "is_safe": True}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ok = copy.deepcopy(config)
+    ok["models"]["embedded_on_real_data"] = True
     ok["data"]["poison"] = {"path": str(path), "format": "generic", "where": {"is_safe": [False]}}
     ok["data"]["task"] = {"path": str(path), "format": "generic", "columns": {"prompt": ["prompt", "response"]}}
     ok["data"]["task"]["where"] = {"is_safe": True}
@@ -277,3 +281,75 @@ def test_task_metric_none_refuses_the_numeric_lm_eval_task_once(config):
     assert "data.task_metric none" in problems[0] and "judge.llm" in problems[0]
     cfg["utility_benchmarks"]["tasks"] = []
     check_config(cfg)  # without it the configuration is valid
+# ---------------------------------------------------------------------------- near misses and the file named
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda c: c.update(n_finetun=5),
+            "(top level): Additional properties are not allowed ('n_finetun' was unexpected); 'n_finetun': did you "
+            "mean 'n_finetune' or 'finetune'? (allowed keys: baselines,",
+        ),
+        (
+            lambda c: c["finetune"]["recipe"].update(batchsize=8),
+            "finetune.recipe: Additional properties are not allowed ('batchsize' was unexpected); 'batchsize': did "
+            "you mean 'batch_size'?",
+        ),
+        (
+            lambda c: c["data"].update(task={"path": "x.jsonl", "formt": "gsm8k"}),
+            "data.task: Additional properties are not allowed ('formt' was unexpected); 'formt': did you mean "
+            "'format'? (allowed keys:",
+        ),
+        (lambda c: c.update(methods=["sft", "tosss"]), 'methods[1] = "tosss": must be one of sft, toss,'),
+        (lambda c: c.update(methods=["sft", "tosss"]), "asft (did you mean 'toss' or 'toss_pro'?)"),
+        (lambda c: c["data"].update(poison="embeded"), "or hub id (did you mean 'embedded'?)"),
+        (lambda c: c["data"].update(task_metric="sst"), "(did you mean 'sst2'?)"),
+    ],
+)
+def test_near_misses_say_what_was_meant(config, mutate, expected):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    assert expected in str(err.value)
+
+
+def test_nothing_close_gives_no_guess(config):
+    bad = copy.deepcopy(config)
+    bad["methods"] = ["sft", "zzzz"]
+    with pytest.raises(ConfigError) as err:
+        check_config(bad)
+    assert "did you mean" not in str(err.value)
+
+
+def test_the_checker_names_the_config_file(config, tmp_path, capsys):
+    from tokensafe.config import main
+
+    bad = copy.deepcopy(config)
+    bad["n_finetune"] = 0
+    path = tmp_path / "my-config.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[:2] == [f"{path}: invalid configuration:", "  - n_finetune = 0: must be >= 1"]
+    path.write_text("seeds: [1\n")  # a YAML error names the file once, with its line
+    assert main([str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:2:1: not valid YAML")
+
+
+def test_problems_from_the_command_line_are_marked():
+    from tokensafe.config import name_config_files
+
+    message = (
+        "invalid configuration:\n  - seeds[1] = -2: must be >= 0\n  - data.task.format = 1: x\n  - n_finetune = 0: y"
+    )
+    named = name_config_files(message, ["/run/my.yaml"], {"seeds": ["1", "-2"], "data": {"task": {"path": "t"}}})
+    assert named.splitlines() == [
+        "/run/my.yaml with --config data, seeds: invalid configuration:",
+        "  - seeds[1] = -2: must be >= 0 (from --config)",
+        "  - data.task.format = 1: x",  # --config set data.task.path, not its format
+        "  - n_finetune = 0: y",
+    ]
+    assert name_config_files("invalid configuration:", []).startswith("(no config file): ")

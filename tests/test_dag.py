@@ -1,10 +1,14 @@
 """The job plan (`snakemake -n`) of the default config and of its variations, without running anything."""
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from workflow_utils import job_stats, load_default_config, micro_config, planned_jobs, snakemake, write_config
+from workflow_utils import REPO, job_stats, load_default_config, micro_config, planned_jobs, snakemake, write_config
 
 DEFAULT_PLAN = {
     "world_data": 1,
@@ -219,6 +223,40 @@ def test_task_metric_none_plans_the_same_jobs_without_the_numeric_lm_eval_task(t
     jobs = planned_jobs(tmp_path, write_config(c, tmp_path))
     assert jobs == {k: v for k, v in number.items() if k != "lm_eval"}
     assert jobs["llm_win_rate"] == 2 and jobs["summary"] == jobs["report"] == 1  # initial vs sft at both ratios
+
+
+def _refusal(out: str) -> list[str]:
+    """The lines of Snakemake's WorkflowError message (after its 'WorkflowError in file ...' line)."""
+    lines = out.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("WorkflowError"))
+    return lines[at + 1 :]
+
+
+def test_a_config_error_names_the_config_file_and_the_command_line_keys(tmp_path):
+    c = load_default_config()
+    c["n_finetune"] = 0
+    cfg = write_config(c, tmp_path, "my-config.yaml")
+    proc = snakemake(tmp_path, cfg, "-n", "--config", "seeds=[1,-2]", "methds=[sft]", check=False)
+    assert proc.returncode != 0
+    assert _refusal(proc.stdout + proc.stderr)[:4] == [
+        f"{cfg} with --config methds, seeds: invalid configuration:",
+        "  - (top level): Additional properties are not allowed ('methds' was unexpected); 'methds': did you mean "
+        "'methods' or 'method_seeds'? (allowed keys: baselines, cpu_numerics, data, finetune, generation, judge, "
+        "max_length, method_poison_ratios, method_seeds, methods, models, n_finetune, pact, plan, poison_ratios, "
+        "prompt_template, resources, seeds, toss, utility_benchmarks, world, world_seed)",
+        "  - n_finetune = 0: must be >= 1",
+        "  - seeds[1] = -2: must be >= 0 (from --config)",
+    ]
+    # Without --configfile the workflow's config.yaml in the run directory is the one named.
+    write_config(c, tmp_path, "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n"]
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert _refusal(proc.stdout + proc.stderr)[:2] == [
+        "config.yaml: invalid configuration:",
+        "  - n_finetune = 0: must be >= 1",
+    ]
 
 
 def test_malformed_yaml_is_reported(tmp_path):

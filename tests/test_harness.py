@@ -135,12 +135,14 @@ def test_benchmark_settings_that_do_not_go_together_are_refused(tmp_path):
     assert "include_path" in p and "no such folder" in p
     [p] = benchmark_problems({"tasks": ["tokensafe_task"]}, task_metric="sst2")
     assert "tokensafe_task scores numeric answers" in p
+    assert p.endswith("or set utility_benchmarks.tasks: [] to turn the stage off")
 
 
 def test_an_unknown_task_name_is_refused_with_close_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the task index is cached under the run directory's .snakemake/
     [p] = benchmark_problems({"tasks": ["gsm8k", "hellaswag", "gsm8kk"]})
     assert "no task, group or tag 'gsm8kk'" in p and "gsm8k" in p
+    assert p.endswith("; or set utility_benchmarks.tasks: [] to turn the stage off")
     assert list((tmp_path / ".snakemake" / "tokensafe").glob("lm_eval_tasks-*.json"))  # the next plan reads this
 
 

@@ -113,6 +113,7 @@ def runs(cluster, micro_run, tmp_path_factory) -> Runs:
         local_done = pool.submit(micro_run, "local", cfg)  # the same config run locally, beside the cluster's jobs
         bad = json.loads(json.dumps(cfg))
         bad["data"]["task"] = HUB_TASK
+        bad["models"]["embedded_on_real_data"] = True  # planned like a real run: the hub is read by the job
         # the hub offline (sbatch passes the environment on): the job fails at once, not after the hub's retries
         offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         failed = snakemake(wd, write_config(bad, wd), *slurm_args(cluster), check=False, env=offline)

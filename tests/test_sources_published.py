@@ -60,6 +60,35 @@ def test_sst2_dev_tsv_through_config(tmp_path):
     assert df["reference"].tolist() == ["positive", "negative"] and df["sample_id"].tolist() == [0, 1]
 
 
+SST2_DEV = "sentence\tlabel\nunflinchingly bleak and desperate \t0\nit 's a charming , funny journey . \t1\n"
+
+
+def test_sst2_tsv_renamed_csv_is_said_to_look_tab_separated(tmp_path):
+    """GLUE's dev.tsv saved as .csv is read comma-separated: a sentence with more commas than the first breaks the
+    parse, and a file without any reads as a single column named 'sentence<TAB>label'. Both errors say to rename
+    it .tsv."""
+    hint = "it looks tab-separated: rename it to .tsv (a .tsv file is read tab-separated)"
+    path = tmp_path / "dev.csv"
+    path.write_text(SST2_DEV)
+    with pytest.raises(ValueError) as err:
+        load_source({"path": str(path), "format": "sst2"})
+    assert str(err.value) == f"{path}: not a valid CSV table (Expected 1 fields in line 3, saw 2); {hint}"
+    path.write_text(SST2_DEV.replace(" , funny", ""))
+    problems = check_sources({"task_eval": {"path": str(path), "format": "sst2"}})
+    assert problems == [
+        f"data.task_eval: sst2 source {path}: missing column(s) 'sentence', 'label' (found: sentence\tlabel); {hint}"
+    ]
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text(SST2_DEV.split("\n", 1)[1].replace(" , funny", ""))
+    with pytest.raises(ValueError, match="the file's rows have 1 field\\(s\\); it looks tab-separated"):
+        load_source({"path": str(headerless), "format": "sst2", "header": "none", "names": ["sentence", "label"]})
+    renamed = path.rename(tmp_path / "dev.tsv")
+    assert load_source({"path": str(renamed), "format": "sst2"})["reference"].tolist() == ["negative", "positive"]
+    plain = tmp_path / "plain.csv"  # one column whose text holds a tab among more commas: not taken for a TSV
+    plain.write_text("prompt\na, b, c\td\n")
+    assert check_sources({"harmful_eval": {"path": str(plain), "format": "generic"}}) == []
+
+
 def test_headerless_agnews_csv_through_config(tmp_path):
     path = tmp_path / "test.csv"
     path.write_text(AGNEWS_CSV)
@@ -124,6 +153,54 @@ def test_mixed_file_without_a_filter_is_refused_before_any_job(tmp_path):
     # An all-unsafe file (BeaverTails filtered beforehand) needs no filter.
     unsafe = _write_beavertails(tmp_path / "unsafe.jsonl", [r for r in BEAVERTAILS if not r["is_safe"]])
     assert check_sources({"poison": {"path": str(unsafe), "format": "generic"}}) == []
+
+
+def _jailbreakbench_mixed(path, n_benign=800, n=1000):
+    rows = [{"Goal": f"goal {i}", "subset": "benign" if i < n_benign else "harmful"} for i in range(n)]
+    path.write_text("Goal,subset\n" + "".join(f"{r['Goal']},{r['subset']}\n" for r in rows))
+    return path
+
+
+def test_a_mixed_file_as_poison_without_its_filter_is_refused_with_counts_and_the_filter(tmp_path):
+    path = _jailbreakbench_mixed(tmp_path / "jbb.csv")
+    spec = {"path": str(path), "format": "generic", "prompt_column": "Goal"}
+    assert check_sources({"poison": spec}) == [
+        f"data.poison: generic source {path}: 800 of 1000 rows are benign by their 'subset' column; data.poison "
+        "rows must be harmful: add where: {subset: harmful}"
+    ]
+    assert check_sources({"harmful_ref": spec})[0].startswith("data.harmful_ref: generic source")
+    # The filter the message names keeps the 200 harmful rows; picking the benign ones is refused too.
+    assert check_sources({"poison": {**spec, "where": {"subset": "harmful"}}}, rows := {}) == []
+    assert rows == {"poison": 200}
+    [p] = check_sources({"poison": {**spec, "where": {"subset": "benign"}}})
+    assert p.endswith("where {subset: benign} keeps only benign rows; data.poison rows must be harmful")
+    # Evaluation sets may mix (PACT's JailbreakBench harmful_eval has its 100 benign behaviours on purpose).
+    assert check_sources({"harmful_eval": {"path": str(path), "format": "jailbreakbench"}}) == []
+
+
+@pytest.mark.parametrize(
+    "column, benign, harmful, fix",
+    [
+        ("is_benign", True, False, "where: {is_benign: false}"),  # JailbreakBench
+        ("harmful", 0, 1, "where: {harmful: 1}"),
+        ("label", "safe", "unsafe", "where: {label: unsafe}"),  # XSTest, Aegis
+        ("prompt_harm_label", "unharmful", "harmful", "where: {prompt_harm_label: harmful}"),  # WildGuardMix
+    ],
+)
+def test_safety_label_columns_of_public_mixed_files(tmp_path, column, benign, harmful, fix):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": f"p{i}", "response": f"r{i}", column: benign if i < 3 else harmful} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [p] = check_sources({"poison": {"path": str(path), "format": "generic"}})
+    assert f"3 of 4 rows are benign by their {column!r} column" in p and p.endswith(fix)
+
+
+def test_columns_that_are_not_safety_labels_are_left_alone(tmp_path):
+    """SST-2's 0/1 label, XSTest's prompt types: not every value reads as benign or harmful."""
+    path = tmp_path / "other.jsonl"
+    rows = [{"prompt": "p", "response": "r", "label": i % 2, "type": ["homonyms", "safe"][i % 2]} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert check_sources({"poison": {"path": str(path), "format": "generic"}}) == []
 
 
 def test_filters_on_csv_text_values_and_lists(tmp_path):

@@ -1,16 +1,20 @@
 """Configuration: schema validation with readable errors, model references and run settings.
 
 The Snakefile calls :func:`check_config` before it plans any job, so a bad value stops the workflow
-with the key, the value and what is allowed, and nothing that exists is touched.
+with the config file (:func:`name_config_files`), the key, the value and what is allowed (a near miss says what
+was meant), and nothing that exists is touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import functools
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ def _describe(err) -> str:
         found = found[:77] + "..."
     v, s = err.validator, err.schema
     if v == "enum":
-        allowed = "one of " + ", ".join(map(str, s["enum"]))
+        allowed = "one of " + ", ".join(map(str, s["enum"])) + _did_you_mean(err.instance, s["enum"])
     elif v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         allowed = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v] + f" {s[v]}"
     elif v == "type":
@@ -50,18 +54,39 @@ def _describe(err) -> str:
     elif v == "required":
         return f"{where}: {err.message}"
     elif v == "additionalProperties":
-        return f"{where}: {err.message} (allowed keys: {', '.join(sorted(s.get('properties', {})))})"
+        allowed_keys = sorted(s.get("properties", {}))
+        hints = "".join(
+            f"; {k!r}: did you mean {close}?"
+            for k in sorted(set(err.instance) - set(allowed_keys))
+            if (close := _did_you_mean(k, allowed_keys, bare=True))
+        )
+        return f"{where}: {err.message}{hints} (allowed keys: {', '.join(allowed_keys)})"
     elif v == "oneOf" and err.context:
-        # Report the branch closest to the value given rather than jsonschema's generic message.
-        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        # Report the branch closest to the value given rather than jsonschema's generic message; at the same depth
+        # an unknown key first (a misspelled key in a source mapping).
+        best = min(err.context, key=lambda e: (-len(list(e.absolute_path)), e.validator != "additionalProperties"))
         return (
             _describe(best)
             if best.absolute_path != err.absolute_path or best.validator != "const"
-            else (f"{where} = {found}: must be 'embedded' or a mapping with a format and a path or hub id")
+            else (
+                f"{where} = {found}: must be 'embedded' or a mapping with a format and a path or hub id"
+                + _did_you_mean(err.instance, ["embedded"])
+            )
         )
     else:
         allowed = err.message
     return f"{where} = {found}: must be {allowed}"
+
+
+def _did_you_mean(value, allowed, bare: bool = False) -> str:
+    """The allowed spellings closest to a misspelled key or enum value ('' when none is close or not text)."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [a for a in allowed if isinstance(a, str)], n=2)
+    if not close:
+        return ""
+    names = " or ".join(repr(c) for c in close)
+    return names if bare else f" (did you mean {names}?)"
 
 
 @functools.lru_cache(maxsize=4)
@@ -198,7 +223,7 @@ def check_semantics(
 
     rows = {} if rows is None else rows
     tables: dict = {}
-    problems += check_sources(config["data"], rows, tables if data_checks else None)
+    problems += check_sources(config["data"], rows, tables)
     if data_checks:
         from tokensafe.data.checks import planning_problems
 
@@ -234,7 +259,15 @@ def check_semantics(
             problems.append(
                 f"poison_ratios/n_finetune ask for {worst} poison samples; the embedded pool has {sizes.poison_pool}"
             )
+    problems += _scoring_problems(config, tables)
     return problems
+
+
+def _scoring_problems(config: dict, tables: dict) -> list[str]:
+    """Settings whose scores could only be meaningless (tokensafe.plan.scoring)."""
+    from tokensafe.plan.scoring import embedded_model_problems, metric_problems
+
+    return metric_problems(config["data"], tables.get("task_eval")) + embedded_model_problems(config)
 
 
 def check_config(
@@ -250,6 +283,35 @@ def check_config(
         problems = check_semantics(config, schema_path, rows, notices, data_checks)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _from_command_line(key: str, command_line: Mapping) -> bool:
+    """Whether the dotted ``key`` (``data.task.format``, ``seeds[1]``) was set by Snakemake's ``--config``: its
+    path runs into a value given there (``--config n_finetune=5``, ``--config 'data={task: ...}'``)."""
+    node: Any = command_line
+    for part in re.findall(r"[^.\[\]]+", key):
+        if not isinstance(node, Mapping):
+            return True  # a value --config gave, and the key points inside it (a list item)
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def name_config_files(message: str, configfiles: Sequence, command_line: Mapping | None = None) -> str:
+    """A :class:`ConfigError`'s message as the run sees it: the config file(s) in use first (Snakemake's
+    ``--configfile`` files or the workflow's ``config.yaml``), then the keys ``--config`` set, each problem they
+    cause marked "(from --config)"."""
+    where = ", ".join(str(f) for f in configfiles) or "(no config file)"
+    command_line = command_line or {}
+    if command_line:
+        where += f" with --config {', '.join(sorted(command_line))}"
+    lines = message.splitlines()
+    for i, line in enumerate(lines):
+        key = re.match(r"\s*- ([A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*)", line)
+        if key and command_line and _from_command_line(key.group(1), command_line):
+            lines[i] = f"{line} (from --config)"
+    return f"{where}: " + "\n".join(lines)
 
 
 def settings_hash(settings: dict) -> str:
@@ -305,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.chdir(args.directory):
             check_config(config, rows=rows, notices=notices)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"{args.config}: {e}", file=sys.stderr)
+        text = str(e)  # a YAML error names the file, line and column itself
+        print(text if text.startswith(f"{args.config}:") else name_config_files(text, [args.config]), file=sys.stderr)
         return 1
     for line in notices:
         print(f"{args.config}: {line}", file=sys.stderr)

@@ -13,6 +13,7 @@ from tokensafe.config import (
     classify_model_ref,
     coerce_command_line_values,
     method_recipe,
+    name_config_files,
     ratio_tag,
     settings_hash,
 )
@@ -34,7 +35,14 @@ try:
         data_checks=workflow.is_main_process,
     )
 except ConfigError as e:
-    raise WorkflowError(str(e))
+    # Name the config file(s) in use and the keys --config set: the message's first line says which file is wrong.
+    raise WorkflowError(
+        name_config_files(
+            str(e),
+            workflow.overwrite_configfiles or workflow.configfiles,
+            workflow.config_settings.config,
+        )
+    ) from None
 for _line in _notices:
     print(_line, file=sys.stderr)
 validate(config, "../schemas/config.schema.yaml", set_default=True)

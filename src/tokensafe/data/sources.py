@@ -30,7 +30,8 @@ import pandas as pd
 
 from tokensafe.data.formats import FORMATS, Headerless, SourceFormat, is_missing, read_hexphi
 from tokensafe.data.roles import ROLES
-from tokensafe.data.tables import load_table, table_in_dir
+from tokensafe.data.safety_labels import HARMFUL_ROLES, check_harmful_rows
+from tokensafe.data.tables import TSV_HINT, load_table, looks_tab_separated, table_in_dir
 from tokensafe.io import read_parquet
 
 CANONICAL_COLUMNS = ("prompt", "response", "reference", "category", "source", "sample_id")
@@ -125,9 +126,10 @@ def _name_columns(raw: pd.DataFrame, spec: dict, fmt: SourceFormat, where: str) 
     if len(set(layout.names)) != len(layout.names):
         raise ValueError(f"{where}: names {list(layout.names)} repeat a name")
     if len(layout.names) != raw.shape[1]:
+        tabs = raw.shape[1] == 1 and looks_tab_separated(str(raw.iloc[0, 0]))
         raise ValueError(
             f"{where}: {layout.description} has {len(layout.names)} column(s) {list(layout.names)}; "
-            f"the file's rows have {raw.shape[1]} field(s)"
+            f"the file's rows have {raw.shape[1]} field(s)" + (f"; {TSV_HINT}" if tabs else "")
         )
     return raw.set_axis(list(layout.names), axis=1), layout
 
@@ -155,7 +157,10 @@ def _resolve_roles(raw: pd.DataFrame, fmt: SourceFormat, overrides: dict[str, st
 
 
 def _header_hint(raw: pd.DataFrame) -> str:
-    """A header cell that is a number means the first row was data: say how to read a headerless file."""
+    """A header cell that is a number means the first row was data: say how to read a headerless file. A header
+    cell holding tabs: a tab-separated file read as CSV."""
+    if any(looks_tab_separated(str(c)) for c in raw.columns):
+        return f"; {TSV_HINT}"
     if not any(_is_number(c) for c in raw.columns):
         return ""
     return "; the first row looks like data: for a headerless file give header: none and names: [...]"
@@ -249,7 +254,7 @@ def _check_mixed_safety(raw: pd.DataFrame, row_filter, where: str) -> None:
         )
 
 
-def load_source(spec: dict) -> pd.DataFrame:
+def load_source(spec: dict, role: str | None = None) -> pd.DataFrame:
     """Load one source described by ``spec`` into the canonical table (see the module docstring).
 
     Keys: ``path`` (file or folder) or ``hub`` (+ ``subset``), ``format`` (default ``generic``),
@@ -260,6 +265,7 @@ def load_source(spec: dict) -> pd.DataFrame:
     ``name`` (the ``source`` value),
     ``limit`` and ``seed``: with a seed the rows are shuffled with it, then the first ``limit`` kept;
     without one the first ``limit`` rows in file order are kept (PACT: "the first 1000 test rows").
+    ``role`` (the ``data.<role>`` it is loaded for): :data:`HARMFUL_ROLES` refuse benign rows by a safety label.
     """
     if not isinstance(spec, dict):
         raise ValueError(f"source spec: expected a mapping, found {type(spec).__name__}")
@@ -279,7 +285,7 @@ def load_source(spec: dict) -> pd.DataFrame:
         raise ValueError(f"{fmt_name} options: unknown {unknown_opts}; allowed: {sorted(fmt.options) or 'none'}")
     _check_header_keys(spec, fmt)
     overrides = dict(spec.get("columns") or {})
-    for key, role in (
+    for key, column_role in (
         ("prompt_column", "prompt"),
         ("response_column", "response"),
         ("reference_column", "reference"),
@@ -288,9 +294,9 @@ def load_source(spec: dict) -> pd.DataFrame:
         if key in spec:
             if fmt_name != "generic":
                 raise ValueError(
-                    f"source spec: '{key}' is for format generic; use columns: {{{role}: ...}} for {fmt_name}"
+                    f"source spec: '{key}' is for format generic; use columns: {{{column_role}: ...}} for {fmt_name}"
                 )
-            overrides[role] = spec[key]
+            overrides[column_role] = spec[key]
 
     raw, where = _read(spec, fmt)
     if len(raw) == 0:
@@ -310,6 +316,8 @@ def load_source(spec: dict) -> pd.DataFrame:
     opts = {**fmt.options, **layout_opts, **(spec.get("options") or {}), "_split": spec.get("split")}
     raw = _filter_rows(raw, spec.get("where"), where)
     _check_mixed_safety(raw, spec.get("where"), where)
+    if role in HARMFUL_ROLES:
+        check_harmful_rows(raw, spec.get("where"), where, role)
     raw, overrides = _join_columns(raw, overrides, where)
     cols = _resolve_roles(raw, fmt, overrides, where)
     out = fmt.build(raw, cols, opts)
@@ -346,7 +354,7 @@ def load_configured_source(name: str, spec, world_table: str | None) -> pd.DataF
     if spec == "embedded":
         df = read_parquet(world_table, ROLES[name].required)
     else:
-        df = load_source(spec)
+        df = load_source(spec, role=name)
         where = f"data.{name} ({spec.get('path') or spec.get('hub')})"
         missing = [c for c in ROLES[name].required if c not in df or (c != "prompt" and df[c].isna().all())]
         if missing:
@@ -362,7 +370,7 @@ def check_sources(
     """Load every local (non-embedded) source once, before any job runs, and report what is wrong.
 
     ``rows``, when given, receives the row count of each source loaded (the plan's step counts read it);
-    ``tables`` receives the loaded tables themselves (the overlap and prompt-length checks read them).
+    ``tables`` receives the loaded tables themselves (the overlap, prompt-length and scoring checks read them).
 
     Hub sources are checked when their job runs: looking at them here would need the network. Relative paths
     are read from the current directory, the run directory (Snakemake's ``--directory``), as the jobs read them.

@@ -10,6 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+# GLUE publishes SST-2 as .tsv; a copy renamed .csv is read comma-separated, into one column or a parse error.
+TSV_HINT = "it looks tab-separated: rename it to .tsv (a .tsv file is read tab-separated)"
+
+
+def looks_tab_separated(line: str) -> bool:
+    """A line split by tabs rather than commas (SST-2's 'sentence<TAB>label', its sentences holding commas)."""
+    return "\t" in line and line.count("\t") >= line.count(",")
 
 
 def load_table(path: str | Path, headerless: bool = False) -> pd.DataFrame:
@@ -44,7 +51,8 @@ def load_table(path: str | Path, headerless: bool = False) -> pd.DataFrame:
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
         except pd.errors.ParserError as err:
-            raise ValueError(f"{p}: not a valid {ext[1:].upper()} table ({_parser_message(err)})") from None
+            hint = f"; {TSV_HINT}" if ext == ".csv" and looks_tab_separated(_first_line(p)) else ""
+            raise ValueError(f"{p}: not a valid {ext[1:].upper()} table ({_parser_message(err)}){hint}") from None
     if ext == ".parquet":
         return pd.read_parquet(p)
     text = p.read_text(encoding="utf-8")
@@ -61,6 +69,11 @@ def load_table(path: str | Path, headerless: bool = False) -> pd.DataFrame:
             return pd.DataFrame(data)
         raise ValueError(f"{p}: expected a JSON list of records or a dict of columns, found {type(data).__name__}")
     return _records_from_lines(p, text)
+
+
+def _first_line(p: Path) -> str:
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        return fh.readline()
 
 
 def _parser_message(err: Exception) -> str:

@@ -80,6 +80,18 @@ def _normalise_text(s: str) -> str:
     return " ".join(s.strip().rstrip(".").split()).casefold()
 
 
+# The label metrics (data.task_metric) and the labels their answers are read as.
+TASK_LABELS: dict[str, tuple[str, ...]] = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
+
+
+def can_match(reference: str, metric: str) -> bool:
+    """Whether an answer read by ``metric`` (``number``, or a label of :data:`TASK_LABELS`) can ever match
+    ``reference`` under :func:`answers_match`: a number for ``number``, one of the metric's labels otherwise."""
+    if metric == "number":
+        return _as_decimal(str(reference)) is not None
+    return _normalise_text(str(reference)) in {_normalise_text(label) for label in TASK_LABELS[metric]}
+
+
 def answers_match(pred: str | None, ref: str) -> bool:
     """Exact match after normalisation (case, surrounding space, a final '.'); numbers numerically."""
     if pred is None:

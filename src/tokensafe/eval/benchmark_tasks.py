@@ -17,6 +17,8 @@ from pathlib import Path
 
 CUSTOM_TASK = "tokensafe_task"  # tokensafe.eval.harness.CUSTOM_TASK (that module imports pandas; this one must not)
 CACHE_DIR = Path(".snakemake") / "tokensafe"
+# Every refusal of a task says how to run without the stage: no lm_eval job is planned without tasks.
+TURN_OFF = "or set utility_benchmarks.tasks: [] to turn the stage off"
 
 
 def _include_stamp(include_path: str | None) -> str:
@@ -58,17 +60,17 @@ def benchmark_problems(bench: dict, task_metric: str = "number") -> list[str]:
     if CUSTOM_TASK in tasks and task_metric != "number":
         problems.append(
             f"{key}.tasks: {CUSTOM_TASK} scores numeric answers (data.task_metric number); with task_metric "
-            f"{task_metric!r} give a task of your own through {key}.include_path"
+            f"{task_metric!r} give a task of your own through {key}.include_path, {TURN_OFF}"
         )
     others = [t for t in tasks if t != CUSTOM_TASK]
     if others:
         try:
             known = known_tasks(include)
         except ImportError:
-            return problems + [f"{key}.tasks {others}: lm-eval is not installed (make setup installs it)"]
+            return problems + [f"{key}.tasks {others}: lm-eval is not installed (make setup installs it), {TURN_OFF}"]
         for t in others:
             if t not in known:
                 close = difflib.get_close_matches(t, sorted(known), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                problems.append(f"{key}.tasks: lm-eval knows no task, group or tag {t!r}{hint}")
+                problems.append(f"{key}.tasks: lm-eval knows no task, group or tag {t!r}{hint}; {TURN_OFF}")
     return problems
