@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from tokensafe.chat import encode_prompt
+from tokensafe.chat import encode_prompt, stop_token_ids
 
 
 def generation_kwargs(cfg: dict) -> dict:
@@ -40,6 +40,7 @@ def generate(
     out: list[str] = [""] * len(prompts)
     kw = generation_kwargs(cfg)
     pad = tokenizer.pad_token_id
+    stop = stop_token_ids(tokenizer, template)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         n = max(len(encoded[i]) for i in idx)
@@ -52,7 +53,7 @@ def generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop[0] if len(stop) == 1 else stop,
             **kw,
         )
         for row, i in enumerate(idx):
