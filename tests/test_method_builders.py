@@ -126,3 +126,37 @@ def test_pact_full_vocab_reference_is_the_model_without_adapters(word_tokenizer,
     loss, stats = plan.loss_fn(model, batch)
     assert stats["kl"] == pytest.approx(0.0, abs=1e-6)
     assert loss.item() == pytest.approx(stats["ce"], rel=1e-6)
+
+
+def test_asft_builder_penalises_b_a_without_the_lora_scaling_by_default(word_tokenizer, tiny_lm, tmp_path):
+    """baselines.asft.scaling false (the schema default) is the official B A; true multiplies B A by alpha / r."""
+    model = add_lora(tiny_lm, 2, 8, 0.0, ["q_proj", "v_proj"], seed=0)  # scaling = alpha / r = 4
+    torch.manual_seed(1)
+    with torch.no_grad():  # peft starts with B = 0; any B != 0 gives a penalty
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p))
+    lora = {n: m for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))}  # the peft LoRA layers
+    proj = {n: torch.eye(m.base_layer.out_features) * 0.5 for n, m in lora.items()}
+    path = tmp_path / "projectors.pt"
+    torch.save(proj, path)
+    e = encode_dataset(word_tokenizer, DATA, "chat", 64)[1]
+    batch = {
+        "input_ids": torch.as_tensor(e["input_ids"])[None],
+        "labels": torch.as_tensor(e["labels"])[None],
+        "attention_mask": torch.ones(1, len(e["input_ids"]), dtype=torch.long),
+    }
+    # With C = I / 2, (I - C) dW = dW / 2: the penalty is lam / 4 * sum ||B A||^2 (times 4^2 with the scaling)
+    plain = sum((m.lora_B["default"].weight @ m.lora_A["default"].weight).pow(2).sum().item() for m in lora.values())
+    stats = {}
+    for cfg in ({"lambda": 0.5}, {"lambda": 0.5, "scaling": False}, {"lambda": 0.5, "scaling": True}):
+        plan = builder("asft")(context(word_tokenizer, model, "asft", cfg, {"projectors": str(path)}))
+        loss, stats[str(cfg)] = plan.loss_fn(model, batch)
+        assert plan.info == {"lambda": 0.5, "scaling": cfg.get("scaling", False)}
+    assert stats["{'lambda': 0.5}"]["penalty"] == pytest.approx(0.5 / 4 * plain, rel=1e-5)
+    assert stats["{'lambda': 0.5, 'scaling': False}"]["penalty"] == pytest.approx(0.5 / 4 * plain, rel=1e-5)
+    assert stats["{'lambda': 0.5, 'scaling': True}"]["penalty"] == pytest.approx(0.5 / 4 * 16 * plain, rel=1e-5)
+    with pytest.raises(ValueError, match="baselines.asft.scaling must be true or false"):
+        builder("asft")(
+            context(word_tokenizer, model, "asft", {"lambda": 0.5, "scaling": "yes"}, {"projectors": str(path)})
+        )

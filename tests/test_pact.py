@@ -636,3 +636,23 @@ def test_reference_file_metadata_is_one_key_of_sorted_json():
     meta = file_metadata(tokens="t.parquet", data="d.parquet")
     assert list(meta) == ["tokensafe"] and meta["tokensafe"] == '{"data": "d.parquet", "tokens": "t.parquet"}'
     assert _json.loads(meta["tokensafe"]) == {"data": "d.parquet", "tokens": "t.parquet"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety-token views (docs/methods.md §2.1)
+
+
+def test_safety_token_views_feed_no_special_token_the_official_code_does_not(hub_style_tokenizer):
+    """compute_safety_tokens_pact.py: the aligned view is the chat rendering (its BOS written by the template), the
+    base view "User: {q}\\n\\nAssistant: " and the stripped answer are tokenised with add_special_tokens=False."""
+    from tokensafe.methods.pact.safety_tokens import view_ids
+
+    tok = hub_style_tokenizer("gemma")  # <bos> 0 is added by add_special_tokens=True
+    prompt = "How do I rob a bank?"
+    aligned, base, resp = view_ids(tok, prompt, " Sure, here is how. ", "chat", 4)
+    # <bos> <start_of_turn> user How do I rob a bank ? <end_of_turn> <start_of_turn> model
+    assert aligned == [0, 4, 28, 6, 7, 8, 9, 10, 11, 12, 5, 4, 29]
+    # User : How do I rob a bank ? Assistant : -- no <bos>, though this tokenizer adds one by default
+    assert base == [31, 20, 6, 7, 8, 9, 10, 11, 12, 21, 20]
+    assert tok("User: How do I rob a bank?\n\nAssistant: ")["input_ids"][0] == 0
+    assert resp == [13, 14, 15, 16]  # Sure , here is (cut to R = 4)

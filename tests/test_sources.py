@@ -104,9 +104,9 @@ def test_glue_sst2_tsv_loads_as_published(tmp_path):
         'sentence\tlabel\nit \'s a charming and often affecting journey . \t1\n" dull " , long and loud \t0\n'
     )
     df = load_source({"path": str(path), "format": "sst2"})
-    assert df["prompt"].tolist() == [
-        SST2_INSTRUCTION + "\n\nit 's a charming and often affecting journey .",
-        SST2_INSTRUCTION + '\n\n" dull " , long and loud',
+    assert df["prompt"].tolist() == [  # instruction + " " + sentence, GLUE's trailing space kept (as PACT's data)
+        SST2_INSTRUCTION + " it 's a charming and often affecting journey . ",
+        SST2_INSTRUCTION + ' " dull " , long and loud ',
     ]
     assert df["reference"].tolist() == ["positive", "negative"] and df["sample_id"].tolist() == [0, 1]
 
@@ -128,9 +128,30 @@ def test_sst2_all_table_kinds(tmp_path, ext):
     raw = pd.DataFrame({"sentence": ["a charming film ", "dull and long"], "label": [1, 0], "idx": [0, 1]})
     df = load_source({"path": str(_write(raw, tmp_path / f"sst2{ext}")), "format": "sst2"})
     _check_canonical(df)
-    assert df["prompt"].tolist() == [SST2_INSTRUCTION + "\n\na charming film", SST2_INSTRUCTION + "\n\ndull and long"]
+    assert df["prompt"].tolist() == [SST2_INSTRUCTION + " a charming film ", SST2_INSTRUCTION + " dull and long"]
     assert df["response"].tolist() == ["positive", "negative"] == df["reference"].tolist()
     assert df["category"].isna().all()
+
+
+def test_task_prompts_are_pacts_exact_text(tmp_path):
+    """Rows of PACT's ft_datasets/SST2_dataset/dataset/SST2_5k_p_0.1.json and agnews_5k_p_0.1.json: the prompt is
+    instruction + " " + input, each as published (the SST-2 input's trailing space, AG News's final newline)."""
+    sst2 = _write(pd.DataFrame({"sentence": ["genre-busting film "], "label": [1]}), tmp_path / "sst2.jsonl")
+    assert load_source({"path": str(sst2), "format": "sst2"})["prompt"].tolist() == [
+        "Analyze the sentiment of the input, and respond only positive or negative genre-busting film "
+    ]
+    text = (
+        "DHS official: safer software is everyone #39;s responsibility Imposing government security standards on "
+        "software companies is not the answer to improving the security of the country #39;s computer networks, a "
+        "US Department of Homeland Security official said Thursday."
+    )
+    ag = _write(pd.DataFrame({"text": [text], "label": [3]}), tmp_path / "ag.jsonl")
+    df = load_source({"path": str(ag), "format": "agnews"})
+    assert df["prompt"].tolist() == [
+        "Categorize the news article given in the input into one of the 4 categories:\n\nWorld\nSports\nBusiness\n"
+        "Sci/Tech\n " + text
+    ]
+    assert df["response"].tolist() == ["Sci/Tech"]
 
 
 def test_sst2_prompt_template_and_bad_labels(tmp_path):
@@ -150,8 +171,8 @@ def test_agnews(tmp_path, ext):
     df = load_source({"path": str(_write(raw, tmp_path / f"ag{ext}")), "format": "agnews"})
     _check_canonical(df)
     assert df["reference"].tolist() == ["Business", "Sports", "Sci/Tech", "World"]
-    assert df.loc[0, "prompt"] == AGNEWS_INSTRUCTION.rstrip("\n") + "\n\nStocks rise"
-    assert "World\nSports\nBusiness\nSci/Tech\n\nStocks rise" in df.loc[0, "prompt"]
+    assert df.loc[0, "prompt"] == AGNEWS_INSTRUCTION + " Stocks rise"
+    assert "World\nSports\nBusiness\nSci/Tech\n Stocks rise" in df.loc[0, "prompt"]
 
 
 @pytest.mark.parametrize(

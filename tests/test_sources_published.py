@@ -14,7 +14,7 @@ import pytest
 from tokensafe.data.formats import AGNEWS_INSTRUCTION, SST2_INSTRUCTION
 from tokensafe.data.sources import check_sources, load_configured_source, load_source
 
-AG_PREFIX = AGNEWS_INSTRUCTION.rstrip("\n") + "\n\n"
+AG_PREFIX = AGNEWS_INSTRUCTION + " "  # instruction + " " + text, as PACT's AG News data
 
 AGNEWS_CSV = (
     '"3","Fears for T N pension after talks","Unions representing workers at Turner   Newall say they are '
@@ -54,8 +54,8 @@ def test_sst2_dev_tsv_through_config(tmp_path):
     path.write_text("sentence\tlabel\nit 's a charming journey . \t1\nunflinchingly bleak and desperate \t0\n")
     df = load_configured_source("task_eval", {"path": str(path), "format": "sst2"}, None)
     assert df["prompt"].tolist() == [
-        SST2_INSTRUCTION + "\n\nit 's a charming journey .",
-        SST2_INSTRUCTION + "\n\nunflinchingly bleak and desperate",
+        SST2_INSTRUCTION + " it 's a charming journey . ",
+        SST2_INSTRUCTION + " unflinchingly bleak and desperate ",
     ]
     assert df["reference"].tolist() == ["positive", "negative"] and df["sample_id"].tolist() == [0, 1]
 

@@ -68,20 +68,33 @@ def test_choose_layers_by_threshold_and_count():
     # threshold 0.5, strict "<": a (0.2) and c (0.49); d (0.5) is not below 0.5
     assert choose_safelora_layers(sims, threshold=0.5) == ["a", "c"]
     # the 3 least similar: a (0.2), c (0.49), d (0.5), returned sorted by name
-    assert choose_safelora_layers(sims, threshold=None, num_layers=3) == ["a", "c", "d"]
-    assert choose_safelora_layers(sims, threshold=None, num_layers=0) == []
-    assert choose_safelora_layers(sims, threshold=None, num_layers=10) == ["a", "b", "c", "d"]
+    assert choose_safelora_layers(sims, num_layers=3) == ["a", "c", "d"]
+    assert choose_safelora_layers(sims, num_layers=0) == []
+    assert choose_safelora_layers(sims, num_layers=10) == ["a", "b", "c", "d"]
     # ties broken by name: x and y tie at 0.1, the single pick is x
-    assert choose_safelora_layers({"y": 0.1, "x": 0.1}, threshold=None, num_layers=1) == ["x"]
+    assert choose_safelora_layers({"y": 0.1, "x": 0.1}, num_layers=1) == ["x"]
 
 
-def test_choose_layers_needs_exactly_one_rule():
-    with pytest.raises(ValueError, match="exactly one"):
+def test_default_choice_is_ibms_10_least_similar_modules():
+    # IBM/SafeLoRA config.py: select_layers_type="number", num_proj_layers=10, counted per LoRA module
+    # (q_proj and v_proj of a block are two). 16 modules of 8 blocks; similarity 0.05 * (k + 1) for the k-th
+    # module in this order, so the 10 least similar are the first 10 listed.
+    order = [f"layers.{i}.{m}_proj" for i in (7, 0, 5, 2, 3, 6, 1, 4) for m in ("v", "q")]
+    sims = {name: 0.05 * (k + 1) for k, name in enumerate(order)}
+    expected = sorted(order[:10])
+    assert choose_safelora_layers(sims) == expected
+    # both rules named stays the only error; either one alone overrides the default
+    assert choose_safelora_layers(sims, threshold=0.151) == sorted(order[:3])
+    assert len(choose_safelora_layers(sims, num_layers=12)) == 12
+
+
+def test_choose_layers_takes_at_most_one_rule():
+    with pytest.raises(ValueError, match="at most one"):
         choose_safelora_layers({"a": 0.1}, threshold=0.5, num_layers=1)
-    with pytest.raises(ValueError, match="exactly one"):
-        choose_safelora_layers({"a": 0.1}, threshold=None, num_layers=None)
     with pytest.raises(ValueError, match="finite"):
         choose_safelora_layers({"a": float("nan")}, threshold=0.5)
+    with pytest.raises(ValueError, match="num_layers must be >= 0"):
+        choose_safelora_layers({"a": 0.1}, num_layers=-1)
 
 
 def test_peft_key():
@@ -131,7 +144,7 @@ def test_apply_safelora_merged_weights():
     dw = {n: m.get_delta_weight("default").detach().clone() for n, m in lora.items()}  # B A * scaling
     expected_sims = {n: safelora_similarity(dw[n], projectors[n]) for n in lora}
 
-    report = apply_safelora(model, projectors, threshold=None, num_layers=2)
+    report = apply_safelora(model, projectors, num_layers=2)
     chosen = {n for n, r in report["layers"].items() if r["projected"]}
     # the two least similar of the four layers are projected
     assert chosen == set(sorted(expected_sims, key=expected_sims.get)[:2])
@@ -153,6 +166,9 @@ def test_apply_safelora_threshold_and_key_errors():
     # a threshold above every similarity (all are <= 1) projects all four layers
     report = apply_safelora(model, projectors, threshold=1.01)
     assert report["num_projected"] == 4
+    # no rule given: IBM's 10 least similar, which on 4 LoRA modules is all of them
+    report = apply_safelora(model, projectors)
+    assert report["num_layers"] == 10 and report["threshold"] is None and report["num_projected"] == 4
     with pytest.raises(ValueError, match="no LoRA layer"):
         apply_safelora(model, {"model.layers.0.self_attn.q_proj": projectors[next(iter(projectors))]})
     partial = {k: v for k, v in projectors.items() if "q_proj" in k}
@@ -189,14 +205,14 @@ def test_asft_penalty_hand_2x2():
     # p1: A = [[1,0]], B = [[1],[1]] -> B A = [[1,0],[1,0]]; C1 = diag(1,0) -> (I - C1) BA = [[0,0],[1,0]] -> 1
     # p2: A = [[1,1]], B = [[1],[0]] -> B A = [[1,1],[0,0]]; C2 = [[1,2],[2,4]] -> I - C2 = [[0,-2],[-2,-3]]
     #     (I - C2) BA = [[0,0],[-2,-2]] -> 4 + 4 = 8
-    # r=1, alpha=2 -> scaling 2 -> dW = 2 BA -> each term x4: lam=0.5 -> 0.5 * 4 * (1 + 8) = 18
+    # Default, as the official AsFT code: dW = B A, no LoRA scaling -> lam=0.5 -> 0.5 * (1 + 8) = 4.5
+    # use_scaling: r=1, alpha=2 -> scaling 2 -> dW = 2 BA -> each term x4 -> 0.5 * 4 * (1 + 8) = 18
     model = _lora_two_linear(2, r=1, alpha=2)
     _set(model, "p1", [[1.0, 0.0]], [[1.0], [1.0]])
     _set(model, "p2", [[1.0, 1.0]], [[1.0], [0.0]])
     projectors = {peft_key("p1"): torch.diag(torch.tensor([1.0, 0.0])), peft_key("p2"): C_SPEC}
-    assert asft_penalty(model, projectors, lam=0.5).item() == pytest.approx(18.0, rel=1e-6)
-    # the official AsFT code omits the LoRA scaling: 0.5 * (1 + 8) = 4.5
-    assert asft_penalty(model, projectors, lam=0.5, use_scaling=False).item() == pytest.approx(4.5, rel=1e-6)
+    assert asft_penalty(model, projectors, lam=0.5).item() == pytest.approx(4.5, rel=1e-6)
+    assert asft_penalty(model, projectors, lam=0.5, use_scaling=True).item() == pytest.approx(18.0, rel=1e-6)
 
 
 def test_asft_penalty_zero_inside_exact_projector():
@@ -241,7 +257,7 @@ def test_asft_penalty_gradient_closed_form():
     _set(model, "p2", torch.zeros(r, dim), torch.zeros(dim, r))
     C = alignment_projector(torch.randn(dim, dim), torch.zeros(dim, dim))
     projectors = {peft_key("p1"): C, peft_key("p2"): C}
-    pen = asft_penalty(model, projectors, lam=lam)
+    pen = asft_penalty(model, projectors, lam=lam, use_scaling=True)
     pen.backward()
     I_C = torch.eye(dim) - C
     R = I_C @ (s * B @ A)

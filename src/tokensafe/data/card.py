@@ -60,17 +60,15 @@ def length_stats(lengths: list[int] | np.ndarray) -> dict[str, int]:
 def token_lengths(table, tokenizer, template: str, max_length: int, training: bool) -> dict[str, Any]:
     """Prompt (and, for a training role, response) token counts through the shared tokenisation; how many
     training pairs the fine-tune truncates to ``max_length`` (the response is cut, never the prompt)."""
-    from tokensafe.chat import end_of_turn_id, prompt_text
+    from tokensafe.chat import end_of_turn_ids, prompt_text
 
     prompts = [prompt_text(tokenizer, p, template) for p in table.prompt]
     p_len = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     out: dict[str, Any] = {"prompt_tokens": length_stats(p_len)}
     if training and "response" in table:
-        eot = end_of_turn_id(tokenizer)
-        r_len = [
-            len(ids) + (eot is not None)
-            for ids in tokenizer([r.strip() for r in table.response], add_special_tokens=False)["input_ids"]
-        ]
+        eot = len(end_of_turn_ids(tokenizer, template))
+        responses = tokenizer([r.strip() for r in table.response], add_special_tokens=False)["input_ids"]
+        r_len = [len(ids) + eot for ids in responses]
         out["response_tokens"] = length_stats(r_len)
         out["truncated_pairs"] = int(sum(p + r > max_length for p, r in zip(p_len, r_len)))
     return out

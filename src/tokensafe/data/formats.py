@@ -27,9 +27,10 @@ AGNEWS_INSTRUCTION = (
 )
 
 
-# How instruction and input become one user turn. The papers keep them as separate fields (Alpaca
-# style); with a chat template they must be joined, and no paper says how: an assumption.
-DEFAULT_TASK_TEMPLATE = "{instruction}\n\n{input}"
+# How instruction and input become one user turn: joined by one space, each kept as published (AG News's
+# instruction ends with a newline, GLUE's sentences with a space), as PACT's SST-2 / AG News datasets and
+# evaluation scripts do (ft_datasets/*/*_dataset.py, evaluation/utility_evaluation/*: instruction + " " + input).
+DEFAULT_TASK_TEMPLATE = "{instruction} {input}"
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def _build_task(instruction: str, names: tuple[str, ...], fmt: str):
         template = opts["prompt_template"]
         if "{input}" not in template:
             raise ValueError(f"{fmt} option prompt_template: expected an '{{input}}' placeholder, found {template!r}")
-        inst = opts["instruction"].rstrip("\n")
-        prompt = _text(raw, cols["text"]).map(lambda x: template.format(instruction=inst, input=x.strip()))
+        inst = opts["instruction"]
+        prompt = _text(raw, cols["text"]).map(lambda x: template.format(instruction=inst, input=x))
         offset = opts["label_offset"]
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise ValueError(f"{fmt} option label_offset: expected an integer (-1 for classes 1..n), found {offset!r}")

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from tokensafe.chat import stop_token_ids
 from tokensafe.data.lengths import encode_for_generation, model_positions_of
 
 log = logging.getLogger("tokensafe")
@@ -60,6 +61,7 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     pad = tokenizer.pad_token_id
+    stop = stop_token_ids(tokenizer, template)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         n = max(len(encoded[i]) for i in idx)
@@ -72,7 +74,7 @@ def generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stop[0] if len(stop) == 1 else stop,
             **kw,
         )
         for row, i in enumerate(idx):

@@ -10,10 +10,11 @@ eigenvalues are ``sigma_i^2 / ||V||_F`` (sigma_i the singular values of V), so `
 single non-zero singular value equal to 1 (then C = v v^T). We keep the published formula rather than
 "fixing" it, because the baselines' published numbers come from it.
 
-* SafeLoRA (post hoc, after LoRA SFT): score each layer by cos(dW, C dW) with dW = scaling * B A; for the
-  layers whose score is below a threshold (or the N lowest), replace dW by C dW. We do this as
-  ``lora_B := C @ lora_B``, exact because C (B A) = (C B) A, and it keeps the adapter's format and rank.
-* AsFT (during training): add ``lam * sum_l ||(I - C_l) dW_l||_F^2`` to the loss.
+* SafeLoRA (post hoc, after LoRA SFT): score each LoRA module by cos(dW, C dW) (scale-free: B A with or without
+  the LoRA scaling); for the N lowest (IBM's default: 10) or those below a threshold, replace dW by C dW. We do
+  this as ``lora_B := C @ lora_B``, exact because C (B A) = (C B) A, and it keeps the adapter's format and rank.
+* AsFT (during training): add ``lam * sum_l ||(I - C_l) dW_l||_F^2`` to the loss, with dW = B A as the official
+  code writes it (no LoRA scaling; ``use_scaling=True`` penalises the applied update B A * scaling instead).
 
 Key mapping. :func:`projectors_from_models` walks plain ``transformers`` models, whose module names look like
 ``model.layers.0.self_attn.q_proj``; wrapping with ``peft.get_peft_model`` prefixes them with
@@ -26,7 +27,7 @@ Typical use::
     # AsFT, every step (move projectors to the training device once beforehand):
     loss = ce + asft_penalty(peft_model, projectors, lam=1.0)
     # SafeLoRA, after training, before saving the adapter:
-    report = apply_safelora(peft_model, projectors, threshold=0.5)
+    report = apply_safelora(peft_model, projectors, num_layers=10)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ log = logging.getLogger("tokensafe")
 
 PEFT_PREFIX = "base_model.model."
 DEFAULT_ADAPTER = "default"
+SAFELORA_NUM_LAYERS = 10  # IBM/SafeLoRA config.py: num_proj_layers, with select_layers_type="number"
 
 
 def peft_key(name: str) -> str:
@@ -94,24 +96,29 @@ def safelora_similarity(delta_w: torch.Tensor, C: torch.Tensor) -> float:
 
 
 def choose_safelora_layers(
-    similarities: dict[str, float], threshold: float | None = 0.5, num_layers: int | None = None
+    similarities: dict[str, float], threshold: float | None = None, num_layers: int | None = None
 ) -> list[str]:
-    """Layers to project, sorted by name: similarity < threshold, or the ``num_layers`` least similar.
+    """Layers to project, sorted by name: the ``num_layers`` least similar, or those with similarity < threshold.
 
-    Exactly one of ``threshold`` / ``num_layers`` must be given (pass ``threshold=None`` to select by count).
-    The IBM code compares with ``<=`` on values rounded to 5 decimals; we use strict ``<`` as the spec states.
-    ``num_layers`` larger than the number of layers selects them all (as the IBM code does); ties at the cut
-    are broken by name so the choice is deterministic.
+    Give at most one of ``threshold`` / ``num_layers``; with neither, the ``SAFELORA_NUM_LAYERS`` (10) least
+    similar, IBM's default (``config.py``: ``select_layers_type="number"``, ``num_proj_layers=10``). A "layer"
+    is one LoRA module, as IBM counts them (``q_proj`` and ``v_proj`` of a block are two). ``num_layers``
+    larger than the number of layers selects them all (as the IBM code does). IBM cuts at the
+    ``num_layers``-th smallest similarity and projects every layer ``<=`` it, so ties at the cut may project
+    more; here ties are broken by name, so exactly ``num_layers`` are chosen. The threshold rule uses strict
+    ``<`` as the spec states, where IBM compares ``<=`` on values rounded to 5 decimals.
     """
-    if (threshold is None) == (num_layers is None):
+    if threshold is not None and num_layers is not None:
         raise ValueError(
-            f"give exactly one of threshold or num_layers; got threshold={threshold}, num_layers={num_layers}"
+            f"give at most one of threshold or num_layers; got threshold={threshold}, num_layers={num_layers}"
         )
     bad = {k: v for k, v in similarities.items() if not math.isfinite(v)}
     if bad:
         raise ValueError(f"similarities must be finite; got {bad}")
     if threshold is not None:
         return sorted(name for name, s in similarities.items() if s < threshold)
+    if num_layers is None:
+        num_layers = SAFELORA_NUM_LAYERS
     if num_layers < 0:
         raise ValueError(f"num_layers must be >= 0; got {num_layers}")
     ranked = sorted(similarities, key=lambda name: (similarities[name], name))
@@ -164,7 +171,7 @@ def _delta_w(module: nn.Module, adapter_name: str, use_scaling: bool = True) -> 
 def apply_safelora(
     peft_model: nn.Module,
     projectors: dict[str, torch.Tensor],
-    threshold: float | None = 0.5,
+    threshold: float | None = None,
     num_layers: int | None = None,
     *,
     adapter_name: str = DEFAULT_ADAPTER,
@@ -173,8 +180,9 @@ def apply_safelora(
     """SafeLoRA in place: for the chosen layers replace dW by C dW (``lora_B := C @ lora_B``).
 
     Layer choice is :func:`choose_safelora_layers` on the per-layer :func:`safelora_similarity` computed before
-    any change. With ``strict`` every LoRA layer of the adapter must have a projector. Returns a JSON-ready
-    report ``{"layers": {name: {"similarity", "projected"}}, "num_projected", "threshold", "num_layers"}``.
+    any change (neither rule given: IBM's 10 least similar LoRA modules). With ``strict`` every LoRA layer of
+    the adapter must have a projector. Returns a JSON-ready report
+    ``{"layers": {name: {"similarity", "projected"}}, "num_projected", "threshold", "num_layers"}``.
     """
     layers = _lora_layers(peft_model, adapter_name)
     names = _match(layers, projectors, strict)
@@ -186,6 +194,8 @@ def apply_safelora(
         if C.shape != (out, out):
             raise ValueError(f"{name}: projector must be [{out}, {out}]; got {tuple(C.shape)}")
         sims[name] = safelora_similarity(_delta_w(module, adapter_name), C)
+    if threshold is None and num_layers is None:
+        num_layers = SAFELORA_NUM_LAYERS
     chosen = set(choose_safelora_layers(sims, threshold=threshold, num_layers=num_layers))
 
     with torch.no_grad():
@@ -242,14 +252,15 @@ def asft_penalty(
     lam: float = 1.0,
     *,
     adapter_name: str = DEFAULT_ADAPTER,
-    use_scaling: bool = True,
+    use_scaling: bool = False,
     strict: bool = True,
 ) -> torch.Tensor:
     """AsFT regulariser ``lam * sum_l ||(I - C_l) dW_l||_F^2`` (float32 scalar, differentiable w.r.t. LoRA).
 
-    ``dW = B A * scaling`` is the update the model actually applies. The official AsFT code uses ``B A``
-    without the LoRA scaling; ``use_scaling=False`` reproduces it (the two differ by ``scaling^2``, i.e. a
-    rescaled lam). Projectors are moved to each layer's device per call: move them once beforehand.
+    By default ``dW = B A``, as the official AsFT code (``utils/AsFT_train_utils.py``) computes it, without the
+    LoRA scaling. ``use_scaling=True`` uses ``B A * scaling``, the update the model actually applies: the
+    penalty is then ``scaling^2`` times larger (16x with r 8, alpha 32). Projectors are moved to each layer's
+    device per call: move them once beforehand.
     """
     layers = _lora_layers(peft_model, adapter_name)
     names = _match(layers, projectors, strict)
@@ -296,11 +307,14 @@ def build_safelora(ctx: FinetuneContext) -> FinetunePlan:
 
 def build_asft(ctx: FinetuneContext) -> FinetunePlan:
     lam = ctx.method_settings["lambda"]
+    scaling = ctx.method_settings.get("scaling", False)  # the schema's default: the official B A
+    if not isinstance(scaling, bool):
+        raise ValueError(f"baselines.asft.scaling must be true or false; got {scaling!r}")
     proj = _projectors(ctx)
 
     def loss_fn(model, batch):
         ce, _ = lm_loss(model, batch)
-        pen = asft_penalty(model, proj, lam)
+        pen = asft_penalty(model, proj, lam, use_scaling=scaling)
         return ce + pen, {"ce": float(ce.detach()), "penalty": float(pen.detach())}
 
-    return FinetunePlan(ctx.examples, loss_fn, info={"lambda": lam})
+    return FinetunePlan(ctx.examples, loss_fn, info={"lambda": lam, "scaling": scaling})

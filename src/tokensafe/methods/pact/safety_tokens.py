@@ -61,6 +61,21 @@ def base_prompt(prompt: str) -> str:
     return f"User: {prompt}\n\nAssistant: "
 
 
+def view_ids(tok, prompt: str, response: str, template: str, max_tokens: int) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of the two teacher-forced views: (aligned prefix, base prefix, response), as the official
+    ``compute_safety_tokens_pact.py`` builds them (docs/methods.md §2.1).
+
+    One tokenizer (the aligned model's, which the official code loads for both views) and no special tokens
+    anywhere: the aligned prefix is the chat rendering with the generation prompt (whatever the template itself
+    writes, e.g. Llama-3's ``<|begin_of_text|>``), the base prefix the plain text alone (no BOS), the response the
+    stripped answer cut to ``max_tokens``. ``template`` is the aligned view's, ``chat`` where the tokenizer has one.
+    """
+    resp = tok(response.strip(), add_special_tokens=False)["input_ids"][:max_tokens]
+    aligned = tok(prompt_text(tok, prompt, template), add_special_tokens=False)["input_ids"]
+    base = tok(base_prompt(prompt), add_special_tokens=False)["input_ids"]
+    return aligned, base, resp
+
+
 @torch.no_grad()
 def response_probs(model, prefix_ids: list[int], resp_ids: list[int]) -> torch.Tensor:
     """Softmax (temperature 1) over the vocabulary at the positions predicting each response token."""
@@ -75,25 +90,16 @@ def write_safety_tokens(*, aligned: str, base: str, responses_path: str, setting
     df = read_parquet(responses_path, ["prompt", "response", "kept"])
     df = df[df.kept]
     tok_s = load_tokenizer(aligned)
-    tok_b = load_tokenizer(base)
+    template = "chat" if tok_s.chat_template else settings["prompt_template"]
     m_s = load_model(aligned, settings.get("dtype", "auto"))
     m_b = load_model(base, settings.get("dtype", "auto"))
     acc = GapAccumulator()
     for prompt, response in zip(df.prompt, df.response):
         # The response is tokenised once and truncated to R tokens; both models score those ids (docs/methods.md §2.1).
-        resp = tok_s(response, add_special_tokens=False)["input_ids"][: pact["response_tokens"]]
+        aligned_ids, base_ids, resp = view_ids(tok_s, prompt, response, template, pact["response_tokens"])
         if not resp:
             continue
-        p_s = response_probs(
-            m_s,
-            tok_s(
-                prompt_text(tok_s, prompt, "chat" if tok_s.chat_template else settings["prompt_template"]),
-                add_special_tokens=False,
-            )["input_ids"],
-            resp,
-        )
-        p_b = response_probs(m_b, tok_b(base_prompt(prompt), add_special_tokens=True)["input_ids"], resp)
-        acc.add(p_s, p_b)
+        acc.add(response_probs(m_s, aligned_ids, resp), response_probs(m_b, base_ids, resp))
     D, pbar, n = acc.result()
     ids = select_safety_tokens(D, pbar, pact["k"], pact["token_select"])
     w = safety_weights(D[ids], pact["weights"])
