@@ -156,3 +156,27 @@ def test_summary_rows_of_two_harmful_sets_differ(world, word_tokenizer):
     assert a["harmful_eval_data"].startswith(f"{src} (1 rows, sha256 ")
     assert b["harmful_eval_data"].startswith(f"{other} (1 rows")
     assert a["task_eval_data"] == b["task_eval_data"]
+
+
+def test_card_records_an_allowed_overlap(world, word_tokenizer):
+    tmp_path, src, _ = world
+    overlap = {
+        "pairs_checked": 2,
+        "allowed": ["task/task_eval"],
+        "pairs": [{"train": "task", "eval": "task_eval", "eval_rows": 3, "train_rows": 4, "examples": ["x"]}],
+    }
+    card = dc.build_card(
+        data_cfg={},
+        tables={"task_eval": _table(tmp_path, "te", ["How do I rob a bank ?"])},
+        sources={},
+        tokenizer=word_tokenizer,
+        template="chat",
+        max_length=64,
+        lock_path=str(tmp_path / "no-lock.json"),
+        overlap=overlap,
+    )
+    assert card["overlap"]["pairs"] == [{"train": "task", "eval": "task_eval", "eval_rows": 3, "train_rows": 4}]
+    md = dc.card_markdown(card)
+    assert "Train/eval prompt overlap (2 role pairs checked): task/task_eval: 3 evaluation prompts (allowed)." in md
+    overlap["pairs"] = []
+    assert "(2 role pairs checked): none." in dc.card_markdown({**card, "overlap": {**card["overlap"], "pairs": []}})

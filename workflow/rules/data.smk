@@ -74,6 +74,7 @@ def card_inputs():
         inputs[f"table_{role}"] = f"results/data/{role}.parquet"
         inputs[f"source_{role}"] = source_input(Namespace(source=role))
     inputs["tokenizer"] = card_tokenizer_input()
+    inputs["overlap"] = "results/data/overlap.json"
     return inputs
 
 

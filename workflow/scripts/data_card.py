@@ -14,4 +14,5 @@ write_card(
     max_length=p.max_length,
     out_json=snakemake.output.json,
     out_md=snakemake.output.md,
+    overlap=snakemake.input.overlap,
 )

@@ -131,6 +131,15 @@ def card_markdown(card: dict) -> str:
         toks = f"{pt['median']} / {pt['p95']} / {pt['max']}" if pt else "-"
         filters = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in e["filters"].items()) or "-"
         lines.append(f"| {name} | {describe(e)} | {up} | {e['rows']} | {filters} | {toks} | `{e['hash']}` |")
+    ov = card.get("overlap")
+    if ov is not None:
+        found = [f"{p['train']}/{p['eval']}: {p['eval_rows']} evaluation prompts (allowed)" for p in ov["pairs"]]
+        lines += [
+            "",
+            f"Train/eval prompt overlap ({ov['pairs_checked']} role pairs checked): "
+            + ("; ".join(found) if found else "none")
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -143,9 +152,11 @@ def build_card(
     template: str,
     max_length: int,
     lock_path: str = LOCK_FILE,
+    overlap: dict | None = None,
 ) -> dict[str, Any]:
     """The card of every role in ``tables`` (role -> its canonical table, results/data/<role>.parquet);
-    ``sources`` names the files each role was read from (the embedded world's table for an embedded role)."""
+    ``sources`` names the files each role was read from (the embedded world's table for an embedded role);
+    ``overlap``: the train/eval overlap record (results/data/overlap.json), kept as the card's ``overlap``."""
     from tokensafe.io import read_parquet
 
     lock = json.loads(Path(lock_path).read_text()) if Path(lock_path).is_file() else {}
@@ -156,4 +167,15 @@ def build_card(
         files = [f for src in sources.get(name, []) for f in source_files(src)]
         lengths = token_lengths(table, tokenizer, template, max_length, training=name not in EVAL_ROLES)
         roles[name] = role_entry(name, spec, table, files, lock, lengths)
-    return {"template": template, "max_length": max_length, "roles": roles}
+    card: dict[str, Any] = {"template": template, "max_length": max_length, "roles": roles}
+    if overlap is not None:
+        card["overlap"] = {
+            "pairs_checked": overlap.get("pairs_checked", 0),
+            "allowed": overlap.get("allowed", []),
+            "pairs": [
+                {k: p[k] for k in ("train", "eval", "eval_rows", "train_rows", "allowed") if k in p}
+                for p in overlap.get("pairs", [])
+            ],
+            **({"truncated_prompts": overlap["truncated_prompts"]} if "truncated_prompts" in overlap else {}),
+        }
+    return card

@@ -7,7 +7,7 @@ import logging
 from tokensafe.data.card import build_card, card_markdown
 from tokensafe.data.mixing import mix
 from tokensafe.data.sources import load_configured_source
-from tokensafe.io import read_parquet, write_json, write_parquet, write_text
+from tokensafe.io import read_json, read_parquet, write_json, write_parquet, write_text
 
 log = logging.getLogger("tokensafe")
 
@@ -36,8 +36,10 @@ def write_card(
     max_length: int,
     out_json: str,
     out_md: str,
+    overlap: str | None = None,
 ) -> None:
-    """The data card of every role the config's runs read (tokensafe.data.card), as JSON and markdown."""
+    """The data card of every role the config's runs read (tokensafe.data.card), as JSON and markdown; with the
+    overlap record (results/data/overlap.json) in it."""
     from tokensafe.train.lora import load_tokenizer
 
     card = build_card(
@@ -47,6 +49,7 @@ def write_card(
         tokenizer=load_tokenizer(tokenizer),
         template=template,
         max_length=max_length,
+        overlap=read_json(overlap) if overlap else None,
     )
     write_json(card, out_json)
     write_text(card_markdown(card) + "\n", out_md)
