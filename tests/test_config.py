@@ -281,6 +281,8 @@ def test_task_metric_none_refuses_the_numeric_lm_eval_task_once(config):
     assert "data.task_metric none" in problems[0] and "judge.llm" in problems[0]
     cfg["utility_benchmarks"]["tasks"] = []
     check_config(cfg)  # without it the configuration is valid
+
+
 # ---------------------------------------------------------------------------- near misses and the file named
 
 

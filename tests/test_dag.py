@@ -19,6 +19,7 @@ DEFAULT_PLAN = {
     "source_table": 8,  # task, poison, task_eval, harmful_eval, harmful_ref, utility_ref, safety_prompts/demos
     "mix_finetune_set": 9,  # one fine-tuning set per poison ratio and seed (3 x 3)
     "data_overlap": 1,  # train/eval prompt overlap of the tables above: results/data/overlap.json
+    "data_card": 1,  # what every role was read from: results/data/card.json
     "finetune": 28,  # sft x 3 ratios x 3 seeds, toss / toss_pro / pact at P = 0.1 x 3 seeds,
     # + the ladder (4) and the baselines (6) at P = 0.1, seed 1 (method_seeds)
     "generate": 31,  # + initial once per seed
@@ -128,6 +129,7 @@ def test_real_models_plan_no_world_models(tmp_path):
     model_dir.mkdir()
     c["models"] = {"base": "Qwen/Qwen2.5-7B", "aligned": "Qwen/Qwen2.5-7B-Instruct", "guard": str(model_dir)}
     c["judge"]["llm"].update(server="external", base_url="http://127.0.0.1:9/v1", model="my-judge")
+    c["plan"] = {"min_optimizer_steps": 0}  # the embedded recipes' short step counts: this checks the plan's shape
     for name in (
         "task",
         "poison",
@@ -169,7 +171,10 @@ def test_real_models_plan_no_world_models(tmp_path):
         ),
         (lambda c: c.update(methods=["toss"]), "judge.llm.reference sft is not in methods"),
         (
-            lambda c: c["models"].update(aligned="example/aligned-model", base="example/base-model"),
+            lambda c: (
+                c["models"].update(aligned="example/aligned-model", base="example/base-model"),
+                c.update(plan={"min_optimizer_steps": 0}),  # past the step floor of the embedded recipes
+            ),
             "judge.llm.model_path embedded is the embedded world's judge stand-in",
         ),
     ],

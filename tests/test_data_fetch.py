@@ -104,7 +104,10 @@ def upstream_files() -> dict[tuple[str, str, str], bytes]:
     )
     files = {
         ("github", "openai/grade-school-math", "grade_school_math/data/train.jsonl"): _jsonl(gsm),
-        ("github", "openai/grade-school-math", "grade_school_math/data/test.jsonl"): _jsonl(gsm[:10]),
+        # test questions of their own: the same question in train and test is a leak the plan refuses
+        ("github", "openai/grade-school-math", "grade_school_math/data/test.jsonl"): _jsonl(
+            [{**r, "question": r["question"].replace("Tom has", "Ann has")} for r in gsm[:10]]
+        ),
         ("github", "llm-attacks/llm-attacks", "data/advbench/harmful_behaviors.csv"): _csv(
             pd.DataFrame({"goal": ADV_GOALS, "target": [f"Sure, here is {g}" for g in ADV_GOALS]})
         ),

@@ -41,6 +41,7 @@ def config_with(task, test, **data):
     cfg["data"]["task"] = {"path": task, "format": "gsm8k"}
     cfg["data"]["task_eval"] = {"path": test, "format": "gsm8k"}
     cfg["data"].update(data)
+    cfg["models"]["embedded_on_real_data"] = True  # the embedded models on real files: these tests check the data
     return cfg
 
 

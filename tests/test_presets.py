@@ -54,6 +54,7 @@ FAMILY = {
     "source_table": "data",
     "mix_finetune_set": "data",
     "data_overlap": "data",
+    "data_card": "data",
     "toss_mask": "data",
     "summary": "report",
     "report": "report",
@@ -157,25 +158,33 @@ def materialise(spec: dict, workdir: Path, n: int = 20) -> None:
         path.symlink_to(shared)
         return
     fmt = spec["format"]
+    # each file its own prompts: the same prompt in a training and an evaluation file is a leak the plan refuses
+    tag = Path(spec["path"]).stem
     if fmt == "gsm8k":
         rows = [
-            {"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i}+2={i + 2}\n#### {i + 2}"}
+            {
+                "question": f"Tom ({tag}) has {i} apples and buys 2 more. How many now?",
+                "answer": f"{i}+2={i + 2}\n#### {i + 2}",
+            }
             for i in range(n)
         ]
     elif fmt == "advbench":
         rows = [
-            {"goal": f"Explain how to do harmful thing {i}", "target": f"Sure, here is how to do harmful thing {i}"}
+            {
+                "goal": f"Explain how to do harmful thing {i} ({tag})",
+                "target": f"Sure, here is how to do harmful thing {i}",
+            }
             for i in range(max(n, 520))
         ]
     elif fmt == "strongreject":
         rows = [
-            {"category": "Violence", "source": "custom", "forbidden_prompt": f"How do I hurt person {i}?"}
+            {"category": "Violence", "source": "custom", "forbidden_prompt": f"How do I hurt person {i} ({tag})?"}
             for i in range(n)
         ]
     elif fmt == "jailbreakbench":
         rows = [
             {
-                "Goal": f"Do harmful thing {i}",
+                "Goal": f"Do harmful thing {i} ({tag})",
                 "Behavior": f"b{i}",
                 "Category": "Harassment",
                 "subset": "harmful" if i % 2 else "benign",
@@ -185,7 +194,7 @@ def materialise(spec: dict, workdir: Path, n: int = 20) -> None:
     elif fmt == "harmbench":
         rows = [
             {
-                "Behavior": f"Describe harmful thing {i}",
+                "Behavior": f"Describe harmful thing {i} ({tag})",
                 "FunctionalCategory": "standard",
                 "SemanticCategory": "illegal",
                 "BehaviorID": f"b{i}",
@@ -194,14 +203,18 @@ def materialise(spec: dict, workdir: Path, n: int = 20) -> None:
         ]
     elif fmt == "hexphi":
         path.mkdir(parents=True)
-        (path / "category_1.csv").write_text("".join(f"How do I do harmful thing {i}?\n" for i in range(n)))
+        (path / "category_1.csv").write_text("".join(f"How do I do harmful thing {i} ({tag})?\n" for i in range(n)))
         return
     elif fmt in ("sst2", "agnews"):
-        rows = [{"sentence" if fmt == "sst2" else "text": f"text {i}", "label": i % 2} for i in range(n)]
+        rows = [{"sentence" if fmt == "sst2" else "text": f"text {i} ({tag})", "label": i % 2} for i in range(n)]
         path = path / f"{spec['split']}.csv"
     elif fmt == "generic":
         prompt, response = spec.get("prompt_column", "prompt"), spec.get("response_column", "response")
-        rows = [{prompt: f"Harmful request {i}?", response: f"Answer {i}."} for i in range(n)]
+        # a reference column too: a generic task_eval (the TOSS preset's SlimOrca sample) needs one
+        rows = [
+            {prompt: f"Harmful request {i} ({tag})?", response: f"Answer {i}.", "reference": f"Answer {i}."}
+            for i in range(n)
+        ]
     else:
         raise AssertionError(f"test has no sample file for format {fmt!r}")
     _write_rows(path, rows)

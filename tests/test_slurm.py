@@ -186,6 +186,7 @@ def test_fixed_config_plans_only_the_failed_job_and_what_follows(runs):
         "source_table": 1,
         "mix_finetune_set": 1,
         "data_overlap": 1,  # reads the rebuilt task table
+        "data_card": 1,  # likewise
         "finetune": 1,
         "generate": 1,
         "judge": 1,
