@@ -36,6 +36,8 @@ ACCEPTED = {
     "only tracks the folder when there is one (model_input in common.smk)",
     ("Param base is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned",
     ("Param guard is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned",
+    ("Param tokenizer is a prefix of input or output file but hardcoded", r"rule data_card"): "as for aligned (the "
+    "aligned model's tokenizer: the embedded world's tokenizer folder, a local folder or a hub id)",
     ("Param judge_model is a prefix of input or output file but hardcoded", r"rule \w+"): "as for aligned (the "
     "LLM judge's model reference: a local folder, a hub id, or the embedded stand-in's folder)",
 }

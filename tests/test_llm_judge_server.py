@@ -81,7 +81,7 @@ def server(tmp_path_factory):
 
 
 def judge_cfg(srv: OpenAIServer, **kw) -> dict:
-    cfg = {"base_url": srv.base_url, "model": srv.served_model_name, "api_key_env": None, "max_tokens": 12}
+    cfg = {"base_url": srv.base_url, "model": srv.served_model_name, "api_key_file": srv.key_file, "max_tokens": 12}
     return {**cfg, "concurrency": 2, "max_retries": 1, "timeout_s": 60, **kw}
 
 

@@ -2,7 +2,6 @@
 import json
 import os
 import sys
-import tempfile
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -62,26 +61,28 @@ CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 # is in a private directory of its own with a per-run secret; onstart records the path here.
 JOB_SERVER = {}
 # A local run's LLM-judge jobs share one local judge server (judge.llm.server transformers / vllm), stopped
-# below and by its watcher when this process is gone (tokensafe.eval.judge_server); jobs re-reading this file
-# keep the values their Snakemake process set. Remote executors: a server per job.
-if workflow.local_exec:
-    os.environ.setdefault(judge_server.ENV_DIR, f"{tempfile.gettempdir()}/tokensafe-judge-{os.getpid()}")
-    os.environ.setdefault(judge_server.ENV_OWNER, str(os.getpid()))
+# below and by its watcher when this process is gone (tokensafe.eval.judge_server). Its state folder (the
+# servers' ports and the run's key for them) is a fresh private directory made at onstart; without one (remote
+# executors, --no-hooks) each job starts a server of its own, with its own key.
+JUDGE_SERVERS = {}
 
 
 onstart:
+    if workflow.local_exec and workflow.is_main_process and LLM_LOCAL:  # (llm_judge.smk)
+        JUDGE_SERVERS["dir"] = os.environ[judge_server.ENV_DIR] = judge_server.new_state_dir()
+        os.environ[judge_server.ENV_OWNER] = str(os.getpid())
     if workflow.local_exec and workflow.is_main_process and os.environ.get(jobserver.ENV_SOCKET) != "off":
         JOB_SERVER["socket"] = jobserver.start("logs/jobserver.log")
 
 
 onsuccess:
     jobserver.stop(JOB_SERVER.get("socket"))
-    judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
+    judge_server.stop_all(JUDGE_SERVERS.get("dir"))
 
 
 onerror:
     jobserver.stop(JOB_SERVER.get("socket"))
-    judge_server.stop_all(os.environ.get(judge_server.ENV_DIR, ""))
+    judge_server.stop_all(JUDGE_SERVERS.get("dir"))
 
 
 # vLLM pins its own torch and transformers, so it lives in its own environment: .venv-vllm (`make vllm`), whose

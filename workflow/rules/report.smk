@@ -49,8 +49,8 @@ rule summary:
 
 rule report:
     input:
-        card="results/data/card.md",
         **({"llm": "results/llm_judge.csv"} if LLM_ON else {}),
+        card="results/data/card.md",
         summary="results/summary.parquet",
         by_method="results/summary_by_method.csv",
         comparisons="results/comparisons.csv",

@@ -6,6 +6,9 @@ Settings (``judge_cfg``, see :mod:`tokensafe.stages.llm_judging` for the whole s
 * ``api_key_env`` (default ``OPENAI_API_KEY``): the *name* of the environment variable holding the key. The
   key itself is never stored, logged or hashed. ``null`` means a keyless local server (the ``openai`` client
   still needs a non-empty string, so it gets ``EMPTY``);
+* ``api_key_file`` (not a config key): set by the workflow for a local judge server it starts, the 0600 file in
+  a private folder holding that server's per-run key (:mod:`tokensafe.eval.openai_server`); read when the
+  client is made, it takes the place of ``api_key_env``;
 * ``temperature`` (default 0), ``max_tokens`` (default: the template's published value), ``timeout_s``
   (default 120), ``max_retries`` (default 6), ``concurrency`` (default 4 requests in flight).
 
@@ -41,6 +44,7 @@ log = logging.getLogger("tokensafe")
 
 DEFAULTS = {
     "api_key_env": "OPENAI_API_KEY",
+    "api_key_file": None,
     "temperature": 0.0,
     "max_tokens": None,
     "timeout_s": 120.0,
@@ -97,7 +101,9 @@ class JudgeClient:
             from openai import OpenAI
 
             env = self.cfg["api_key_env"]
-            if env is None:
+            if self.cfg["api_key_file"]:
+                key = Path(self.cfg["api_key_file"]).read_text().strip()
+            elif env is None:
                 key = KEYLESS
             else:
                 key = os.environ.get(env)

@@ -1,12 +1,16 @@
 """One vLLM engine shared by every generate job on the same base model (``generation.vllm.engine: shared``).
 
 Each run keeps its own ``generate`` job, so reruns stay per run; only the engine is shared. The first job that
-needs it starts this server in the vLLM environment (``python -m tokensafe.eval.vllm_server``), detached, on a
-Unix socket named by a hash of the interpreter, the model and the engine settings; later jobs connect to it
-and send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server
-runs one request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S``
-seconds. A socket is node-local, so on SLURM (one node per job) every job would start its own server: the
-workflow uses per-run engines there.
+needs it starts this server in the vLLM environment (``python -m tokensafe.eval.vllm_server``), detached, on a Unix
+socket named by a hash of the interpreter, the model and the engine settings, in the user's private directory
+(:func:`tokensafe.runtime.jobsocket.user_dir`: 0700, refused when it is not this user's); later jobs connect to it
+and send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server runs
+one request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S`` seconds. A
+socket is node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses
+per-run engines there.
+
+Only the user who started it may use it: besides the private directory (and a 0600 socket), the server checks
+each peer's uid (``SO_PEERCRED``) and refuses, and logs, any other before reading its request.
 
 Protocol: one JSON line per request, ``{"sets": [[prompts, gen_cfg, adapter], ...], "logprobs": k | null}``,
 answered by one JSON line, ``{"outputs": [[{"token_ids": [...]}, ...], ...]}`` or ``{"error": "..."}``.
@@ -21,11 +25,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from tokensafe.runtime.jobsocket import check_private, peer, refuse, user_dir
 
 IDLE_S = 120  # a sweep's generate jobs start seconds apart; an engine idle this long is not needed any more
 START_TIMEOUT_S = 900
@@ -33,14 +38,17 @@ START_TIMEOUT_S = 900
 
 def socket_path(python: str, model: str, vllm_cfg: dict) -> str:
     key = json.dumps([python, os.path.abspath(model), vllm_cfg], sort_keys=True)
-    return f"{tempfile.gettempdir()}/tokensafe-vllm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+    return os.path.join(user_dir(), f"tokensafe-vllm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock")
 
 
 def _send(path: str, request: dict, timeout: float | None) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall((json.dumps(request) + "\n").encode())
+        try:
+            s.sendall((json.dumps(request) + "\n").encode())
+        except BrokenPipeError:
+            pass  # hung up before reading it (a refusal): its answer below says why
         with s.makefile("r") as f:
             line = f.readline()
     if not line:
@@ -88,8 +96,9 @@ def run_shared(python: str, model: str, vllm_cfg: dict, sets: list, log_path: st
     with the completion's ``token_ids``."""
     path = ensure_server(python, model, vllm_cfg, log_path)
     answer = _send(path, {"sets": [[list(p), cfg, a] for p, cfg, a in sets], "logprobs": None}, timeout=None)
-    if "error" in answer:
-        raise RuntimeError(f"the shared vLLM engine failed: {answer['error']} (its log: {log_path})")
+    if "error" in answer or "refused" in answer:
+        why = answer.get("error") or f"refused: {answer['refused']}"
+        raise RuntimeError(f"the shared vLLM engine failed: {why} (its log: {log_path})")
     return [[SimpleNamespace(token_ids=c["token_ids"]) for c in out] for out in answer["outputs"]]
 
 
@@ -99,6 +108,11 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
     runs one request at a time."""
     from tokensafe.eval.vllm_backend import Engine
 
+    try:
+        check_private(os.path.dirname(os.path.abspath(path)))
+    except PermissionError as e:
+        print(f"not serving: {e}", flush=True)
+        return
     t0 = time.time()
     engine = Engine(model, vllm_cfg, lora=True)
     print(f"engine on {model} ready in {time.time() - t0:.1f} s", flush=True)
@@ -122,10 +136,14 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
                 print(f"{n} prompts, adapters {adapters}: {time.time() - t:.1f} s", flush=True)
             conn.sendall((json.dumps(answer) + "\n").encode())
 
-    if os.path.exists(path):
+    if os.path.lexists(path):
         os.unlink(path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
-        srv.bind(path)
+        umask = os.umask(0o177)  # the socket 0600 whatever the caller's umask
+        try:
+            srv.bind(path)
+        finally:
+            os.umask(umask)
         srv.listen(64)
         srv.settimeout(idle_s)
         while True:
@@ -136,6 +154,10 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
                     continue  # a long request is not idleness
                 print(f"idle for {idle_s} s: exiting", flush=True)
                 break
+            ids = peer(conn)
+            if ids is not None and ids[1] != os.geteuid():
+                refuse(conn, ids, f"uid {ids[1]} is not this engine's user (uid {os.geteuid()})", "vLLM engine", True)
+                continue
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
     os.unlink(path)
 

@@ -10,7 +10,8 @@ nothing while any change to what the code does reruns exactly the stages that im
 
 Modules that run a job but define none of its outputs are left out (``INFRASTRUCTURE``): the job's log
 and garbage-collector set-up, the fork server (an end-to-end test shows it changes no output byte), the
-multi-GPU launcher, and the CPU-numerics pin (its effect is in every model stage's params already).
+per-run key in front of the local judge server (it refuses requests, it answers none), the multi-GPU launcher,
+and the CPU-numerics pin (its effect is in every model stage's params already).
 This is a params trigger: ``--rerun-triggers`` without ``params`` (e.g. ``--rerun-triggers mtime``)
 turns code versions off, like every other settings change.
 """
@@ -31,6 +32,7 @@ INFRASTRUCTURE = frozenset(
         "tokensafe.runtime.logs",
         "tokensafe.runtime.jobserver",
         "tokensafe.runtime.jobsocket",
+        "tokensafe.runtime.httpkey",
         "tokensafe.runtime.launch",
         "tokensafe.runtime.numerics",
     }

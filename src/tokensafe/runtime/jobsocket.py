@@ -6,6 +6,10 @@ per-run secret (0600; never put in the environment or a log). Before forking, th
 uid (``SO_PEERCRED``) against its own and the request's secret with ``hmac.compare_digest``
 (:func:`refusal`); where ``SO_PEERCRED`` is missing (not Linux), the directory's permissions and the secret
 guard it. Messages are length-prefixed JSON; a job's request also carries its standard streams (SCM_RIGHTS).
+
+The other things a run starts use the same pieces: the LLM-judge servers' state folder and key
+(:func:`private_dir`; tokensafe.eval.judge_server) and the shared vLLM engine's socket (:func:`user_dir`,
+:func:`peer`, :func:`refuse`; tokensafe.eval.vllm_server).
 """
 
 from __future__ import annotations
@@ -62,27 +66,57 @@ def recv(conn: socket.socket, with_fds: int = 0) -> tuple[dict, list[int]]:
         raise
 
 
-def prepare() -> str:
-    """A fresh private directory for a server (0700, this user's, whatever the umask) holding a new per-run
-    secret (0600); returns the path its socket will have. The server removes the directory when it stops."""
-    directory = tempfile.mkdtemp(prefix=f"tokensafe-jobs-{os.getpid()}-")  # mode 0700 by construction
+def private_dir(name: str) -> str:
+    """A fresh private directory (0700, this user's, whatever the umask) holding a new per-run secret (0600,
+    :data:`SECRET_NAME`); its owner removes it when done."""
+    directory = tempfile.mkdtemp(prefix=f"tokensafe-{name}-{os.getpid()}-")  # mode 0700 by construction
     fd = os.open(os.path.join(directory, SECRET_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
-    return os.path.join(directory, SOCKET_NAME)
+    return directory
 
 
-def read_secret(path: str) -> str:
-    """The secret next to socket ``path``; PermissionError when its directory is not this user's alone."""
-    directory = os.path.dirname(os.path.abspath(path))
+def prepare() -> str:
+    """A fresh private directory for a server with its secret (:func:`private_dir`); returns the path its socket
+    will have. The server removes the directory when it stops."""
+    return os.path.join(private_dir("jobs"), SOCKET_NAME)
+
+
+def check_private(directory: str) -> None:
+    """PermissionError unless ``directory`` is a directory (not a symlink) of this user that no one else may
+    enter, list or write (no group or other permission bits)."""
     st = os.lstat(directory)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise PermissionError(
             f"{directory} is not a private directory of this user (mode {stat.filemode(st.st_mode)}, "
             f"owner uid {st.st_uid}; expected drwx------ and uid {os.geteuid()})"
         )
+
+
+def user_dir() -> str:
+    """This user's directory for sockets that jobs share across a run, ``{tmpdir}/tokensafe-<uid>`` (0700, made
+    here if missing); PermissionError, naming it, when it is not private (another user made it first, a symlink).
+    Not ``$XDG_RUNTIME_DIR``: the system removes that when the user's last login session ends, which a run left
+    going under nohup outlives."""
+    directory = os.path.join(tempfile.gettempdir(), f"tokensafe-{os.geteuid()}")
+    try:
+        os.mkdir(directory, 0o700)  # the umask can only take bits away
+    except FileExistsError:
+        pass
+    check_private(directory)
+    return directory
+
+
+def secret_in(directory: str) -> str:
+    """The secret in ``directory``, after :func:`check_private`."""
+    check_private(directory)
     with open(os.path.join(directory, SECRET_NAME)) as f:
         return f.read().strip()
+
+
+def read_secret(path: str) -> str:
+    """The secret next to socket ``path``; PermissionError when its directory is not this user's alone."""
+    return secret_in(os.path.dirname(os.path.abspath(path)))
 
 
 def peer(conn: socket.socket) -> tuple[int, int] | None:
@@ -115,12 +149,22 @@ def refusal(request, fds: list[int], secret: str) -> str | None:
     return None
 
 
-def refuse(conn: socket.socket, ids: tuple[int, int] | None, reason: str) -> None:
-    """Log why the peer with ``ids`` (pid, uid) is refused, tell it, and hang up."""
+def refuse(
+    conn: socket.socket,
+    ids: tuple[int, int] | None,
+    reason: str,
+    server: str = "tokensafe job server",
+    lines: bool = False,
+) -> None:
+    """Log why the peer with ``ids`` (pid, uid) is refused, tell it (a length-prefixed message, or a JSON line
+    for a server that speaks JSON lines: tokensafe.eval.vllm_server), and hang up."""
     who = f"uid {ids[1]} pid {ids[0]}" if ids else "a peer of unknown uid (no SO_PEERCRED)"
-    print(f"tokensafe job server: refused a request from {who}: {reason}; nothing ran", flush=True)
+    print(f"{server}: refused a request from {who}: {reason}; nothing ran", flush=True)
     try:
-        send(conn, {"refused": reason})
+        if lines:
+            conn.sendall((json.dumps({"refused": reason}) + "\n").encode())
+        else:
+            send(conn, {"refused": reason})
     except OSError:
         pass
     conn.close()

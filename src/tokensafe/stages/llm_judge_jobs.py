@@ -7,7 +7,8 @@
   server they run, any OpenAI-compatible API;
 * ``transformers`` / ``vllm``: the workflow serves the local folder ``judge_model`` (the world's judge stand-in
   for ``embedded``) with ``transformers serve`` (main environment) or vLLM's API server (the vLLM environment),
-  shared by a local run's jobs (:mod:`tokensafe.eval.judge_server`).
+  shared by a local run's jobs (:mod:`tokensafe.eval.judge_server`), behind a per-run key that only this run's
+  jobs can read.
 
 The cache lives outside the job outputs, under ``cache_root/<judge id>``: the served model name for an
 external judge, ``local-<hash>`` of a local folder's config, tokenizer and weight files (size and first MiB of
@@ -86,9 +87,9 @@ def _llm_job(measure: str, *, llm: dict, judge_model: str | None, cache_root: st
     if not python:
         raise RuntimeError("judge.llm.server vllm: the vLLM interpreter is not set (TOKENSAFE_VLLM_PYTHON)")
     settings = {k: llm["local"][k] for k in LOCAL_SETTINGS if k in llm.get("local", {})}
-    with judge_endpoint(kind, judge_model, python, server_log, settings) as (base_url, name):
+    with judge_endpoint(kind, judge_model, python, server_log, settings) as (base_url, name, key_file):
         log.info("LLM judge (%s): %s served by %s at %s", measure, judge_model, kind, base_url)
-        cfg.update(base_url=base_url, model=name, api_key_env=None)
+        cfg.update(base_url=base_url, model=name, api_key_env=None, api_key_file=key_file)
         run(cfg, str(Path(cache_root) / local_judge_id(judge_model)))
 
 
