@@ -60,10 +60,10 @@ def length_stats(lengths: list[int] | np.ndarray) -> dict[str, int]:
 def token_lengths(table, tokenizer, template: str, max_length: int, training: bool) -> dict[str, Any]:
     """Prompt (and, for a training role, response) token counts through the shared tokenisation; how many
     training pairs the fine-tune truncates to ``max_length`` (the response is cut, never the prompt)."""
-    from tokensafe.chat import end_of_turn_ids, prompt_text
+    from tokensafe.chat import end_of_turn_ids
+    from tokensafe.data.lengths import prompt_token_counts
 
-    prompts = [prompt_text(tokenizer, p, template) for p in table.prompt]
-    p_len = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    p_len = prompt_token_counts(tokenizer, list(table.prompt), template)
     out: dict[str, Any] = {"prompt_tokens": length_stats(p_len)}
     if training and "response" in table:
         eot = len(end_of_turn_ids(tokenizer, template))

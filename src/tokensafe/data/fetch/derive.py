@@ -57,9 +57,11 @@ def jsonl_bytes(records: list[dict]) -> bytes:
 
 
 def normalise_prompt(text: str) -> str:
-    """The form prompts are compared in: lowercase, whitespace collapsed, punctuation stripped at both ends."""
-    collapsed = " ".join(str(text).lower().split())
-    return re.sub(r"^[\W_]+|[\W_]+$", "", collapsed)
+    """The form prompts are compared in: the plan's own overlap check's (tokensafe.data.leakage.normalise), so a file
+    built disjoint here is disjoint for the check too."""
+    from tokensafe.data.leakage import normalise
+
+    return normalise(text)
 
 
 def tail_lines(sources, needs, params):
