@@ -70,7 +70,7 @@ def main() -> int:
         for family, body in BODY.items():
             scripts[family] = Path(d, f"{family}.py")
             scripts[family].write_text(
-                "from tokensafe.runtime.logs import setup\nsetup(None)\n" + body.format(r=results)
+                "from tokensafe.runtime.job import start_job\nstart_job(None)\n" + body.format(r=results)
             )
         out = {"cpu": cpu_name(), "repeats": args.repeats, "families": {}}
         for family, script in scripts.items():

@@ -1,12 +1,16 @@
-"""The package's layout is the one docs/architecture.md describes, and its import rules hold."""
+"""The package's layout is the one docs/architecture.md describes, its import rules hold, and the page's claims
+about the workflow (which room each rule's script calls, what the Snakefile reads, how a job starts) are true."""
 
 import ast
 import re
 from collections import Counter
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "src" / "tokensafe"
-DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "src" / "tokensafe"
+DOC = REPO / "docs" / "architecture.md"
+SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 MODULES = sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
 
 # Which rooms each room may import (docs/architecture.md, "What each room may import"). A room is a
@@ -16,6 +20,7 @@ ALLOWED = {
     "io": set(),
     "modelref": set(),
     "rerun": set(),
+    "report_cells": set(),
     "runtime": {"runtime"},
     "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
     "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval"},
@@ -28,7 +33,10 @@ ALLOWED = {
     "eval": {"eval", "chat", "io", "train", "runtime", "data"},  # data.lengths: the prompt-length check
     "stages": None,  # anything
 }
-FAMILY_ALLOWED = {"train", "chat", "io", "rerun", "eval", "runtime", "methods"}
+FAMILY_ALLOWED = {"train", "chat", "io", "rerun", "eval", "runtime", "methods", "report_cells"}
+FAMILIES = {"toss", "pact", "baselines"}  # workflow/rules/<family>.smk <-> tokensafe/methods/<family>/
+# A stage two families share lives in train (docs/architecture.md): the loss dumps of TOSS and constrained SFT.
+SHARED_FAMILY_STAGES = {"tokensafe.train.loss_dumps"}
 
 
 def room(module: str) -> str:
@@ -96,14 +104,25 @@ def test_rooms_import_only_what_the_architecture_allows():
     assert bad == []
 
 
+def workflow_imports() -> str:
+    """The ``from tokensafe... import ...`` statements of the Snakefile and its rule files, as Python source."""
+    found = []
+    for path in [REPO / "Snakefile", *RULE_FILES]:
+        found += re.findall(r"^from tokensafe[\w.]* import (?:\([^)]*\)|.*)$", path.read_text(), re.M)
+    assert found, "no tokensafe import in the workflow"
+    return "\n".join(found)
+
+
 def test_planning_modules_do_not_import_torch():
-    """The Snakefile reads the registry and the ladder when it plans; importing torch there costs seconds per run."""
+    """What the Snakefile reads when it plans (its own imports: the registry, the ladder, ...) imports no torch:
+    importing it there costs seconds per run."""
     import subprocess
     import sys
 
     code = (
-        "import sys, tokensafe.methods.registry, tokensafe.methods.pact.ladder, tokensafe.data.roles, "
-        "tokensafe.rerun.stage_keys, tokensafe.config; print('torch' in sys.modules)"
+        workflow_imports()
+        + "\nimport sys, tokensafe.methods.registry, tokensafe.methods.pact.ladder, tokensafe.data.roles, "
+        "tokensafe.rerun.stage_keys, tokensafe.config\nprint('torch' in sys.modules)"
     )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -111,14 +130,27 @@ def test_planning_modules_do_not_import_torch():
     )
 
 
+def test_the_snakefile_reads_the_modules_the_page_says():
+    """docs/architecture.md: the Snakefile reads the registry and the ladder when it plans."""
+    import subprocess
+    import sys
+
+    code = (
+        workflow_imports()
+        + "\nimport sys\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('tokensafe'))))"
+    )
+    read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {"tokensafe.methods.registry", "tokensafe.methods.pact.ladder"} <= set(read)
+    assert "the Snakefile reads them when it plans" in DOC.read_text()
+
+
 def test_every_rule_script_calls_its_stage_with_keywords_only():
     """A stage function takes keyword-only arguments, and each script passes them by name (one hop, no order)."""
     import importlib
     import inspect
 
-    scripts = sorted((PKG.parents[1] / "workflow" / "scripts").glob("*.py"))
     checked = 0
-    for script in scripts:
+    for script in SCRIPTS:
         tree = ast.parse(script.read_text())
         imported = {
             a.asname or a.name: node.module
@@ -130,8 +162,8 @@ def test_every_rule_script_calls_its_stage_with_keywords_only():
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported):
                 continue
             name, module = node.func.id, imported[node.func.id]
-            if module == "tokensafe.runtime.logs":
-                continue  # setup(log): the job's start-up, not a stage
+            if module == "tokensafe.runtime.job":
+                continue  # start_job(log): the job's start-up, not a stage
             fn = getattr(importlib.import_module(module), name)
             if name == "run_stage":  # run_stage("module:function", {keywords}, n_gpus=...)
                 target = node.args[0].value
@@ -143,4 +175,132 @@ def test_every_rule_script_calls_its_stage_with_keywords_only():
             params = inspect.signature(fn).parameters.values()
             assert all(p.kind is p.KEYWORD_ONLY for p in params), f"{module}.{name} is not keyword-only"
             checked += 1
-    assert checked >= len(scripts) - 1  # report.py calls several section builders and render
+    assert checked >= len(SCRIPTS) - 1  # report.py calls several section builders and render
+
+
+def test_every_script_starts_its_job_first():
+    """docs/architecture.md, "How a job runs": a script's first statements start the job, before any other import."""
+    for script in SCRIPTS:
+        body = ast.parse(script.read_text()).body
+        assert ast.unparse(body[0]) == "from tokensafe.runtime.job import start_job", script.name
+        assert ast.unparse(body[1]) == "start_job(snakemake.log[0])", script.name
+
+
+def rule_scripts() -> dict[str, str]:
+    """script file name -> the rule file (without .smk) whose rule runs it."""
+    out = {}
+    for path in RULE_FILES:
+        for script in re.findall(r"^\s+script:\s*\n\s+\"\.\./scripts/(\w+\.py)\"", path.read_text(), re.M):
+            out[script] = path.stem
+    return out
+
+
+def stage_modules(script: Path) -> set[str]:
+    """The modules of the stage a script calls: its run_stage targets, else the tokensafe functions it calls."""
+    tree = ast.parse(script.read_text())
+    imported = {
+        a.asname or a.name: node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tokensafe.")
+        for a in node.names
+    }
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    targets = {c.args[0].value.partition(":")[0] for c in calls if c.func.id == "run_stage"}
+    return targets or {imported[c.func.id] for c in calls if c.func.id in imported} - {"tokensafe.runtime.job"}
+
+
+def test_each_rule_calls_the_room_the_page_names():
+    """docs/architecture.md: a method family's rules call tokensafe.methods.<family> (the loss dumps two families
+    share: tokensafe.train.loss_dumps), every other rule tokensafe.stages."""
+    scripts = rule_scripts()
+    assert sorted(scripts) == sorted(s.name for s in SCRIPTS)  # every script is some rule's, and found here
+    bad = []
+    for script in SCRIPTS:
+        family = scripts[script.name]
+        for module in stage_modules(script):
+            if family in FAMILIES:
+                ok = module.startswith(f"tokensafe.methods.{family}.") or module in SHARED_FAMILY_STAGES
+            else:
+                ok = module.startswith("tokensafe.stages.")
+            if not ok:
+                bad.append(f"{script.name} ({family}.smk) calls {module}")
+    assert bad == []
+    doc = DOC.read_text()
+    for module in SHARED_FAMILY_STAGES:
+        assert f"`{module.removeprefix('tokensafe.')}`" in doc
+
+
+def test_the_rooms_table_lists_every_room():
+    """Every top-level module and package of tokensafe is a row of "What each room may import", and has import
+    rules here."""
+    doc = DOC.read_text()
+    table = doc.split("## What each room may import", 1)[1].split("\n\n", 2)[1]
+    named = set()
+    for line in table.splitlines()[2:]:
+        first = line.split("|")[1]
+        named |= {re.split(r"[/.]", n)[0] for n in re.findall(r"`([^`]+)`", first)}
+    rooms = {
+        p.stem if p.is_file() else p.name for p in PKG.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
+    rooms.discard("__init__")
+    assert rooms - named == set(), "rooms missing from the table"
+    assert named - rooms == set(), "the table names rooms that do not exist"
+    assert rooms <= set(ALLOWED), "rooms without import rules in this test"
+
+
+def module_graph(top_level_only: bool) -> dict[str, set[str]]:
+    """tokensafe module -> the tokensafe modules it imports (at import time only, or anywhere in its code)."""
+    mods = {module_name(p): p for p in MODULES}
+    graph = {}
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text())
+        nodes = tree.body if top_level_only else list(ast.walk(tree))
+        deps = set()
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tokensafe"):
+                deps |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names
+                }
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[mod] = {d for d in deps if d in mods and d != mod and not mod.startswith(d + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module."""
+    index, low, stack, found = {}, {}, [], []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle():
+    """No two modules import each other, directly or round a loop: at import time none, and anywhere in the code
+    only config and plan.training (config runs the plan's checks from inside its functions; the plan reads
+    config.method_recipe), which the rooms table allows both ways."""
+    assert cycles(module_graph(top_level_only=True)) == []
+    assert cycles(module_graph(top_level_only=False)) == [{"tokensafe.config", "tokensafe.plan.training"}]
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}  # the finder itself
+    assert cycles(graph) == [{"a", "b", "c"}]

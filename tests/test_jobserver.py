@@ -17,8 +17,8 @@ import pytest
 from tokensafe.runtime import jobserver, jobsocket
 
 SCRIPT = """
-from tokensafe.runtime.logs import setup
-setup(None)
+from tokensafe.runtime.job import start_job
+start_job(None)
 import os, sys, torch
 print("pid", os.getpid(), "ppid", os.getppid(), "cwd", os.getcwd(), "threads", torch.get_num_threads())
 print("foo", os.environ.get("FOO"), "argv", ",".join(sys.argv[1:]))

@@ -4,12 +4,11 @@ import re
 import pandas as pd
 import pytest
 
+from tokensafe.methods.pact.pact_report import pact_conflicts_section, pact_ladder_section
 from tokensafe.stages.report import (
     aggregate,
     interval_section,
     no_answer_section,
-    pact_conflicts_section,
-    pact_ladder_section,
     plot_safety_utility,
     render,
     table4,
@@ -217,3 +216,22 @@ def test_the_report_says_the_task_set_has_no_exact_match_metric_and_where_utilit
     md = md_path.read_text()
     assert "This run measures no utility: turn on `judge.llm`" in md
     assert "The plot has no utility axis" in md
+
+
+def test_toss_section_one_row_per_round_in_order(tmp_path):
+    from tokensafe.methods.toss.toss_report import toss_section
+
+    base = dict(poison_ratio=0.1, seed=1, tokens_total=200, samples_touched=4, poison_precision=0.5)
+    rounds = [  # written out of order: the table sorts by ratio, seed, round
+        dict(base, round=1, tokens_discarded=12, poison_recall=0.75, mean_score_poison=None, mean_score_clean=-0.125),
+        dict(base, round=0, tokens_discarded=10, poison_recall=0.625, mean_score_poison=1.5, mean_score_clean=-0.25),
+    ]
+    paths = []
+    for i, r in enumerate(rounds):
+        (tmp_path / f"m{i}.json").write_text(json.dumps(r))
+        paths.append(str(tmp_path / f"m{i}.json"))
+    lines = toss_section(paths).splitlines()
+    assert lines[-2:] == [
+        "| 0.1 | 1 | 0 | 10/200 | 4 | 0.500 | 0.625 | 1.50 | -0.25 |",
+        "| 0.1 | 1 | 1 | 12/200 | 4 | 0.500 | 0.750 | - | -0.12 |",  # no poison token scored: '-'
+    ]

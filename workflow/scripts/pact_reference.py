@@ -1,6 +1,6 @@
-from tokensafe.runtime.logs import setup
+from tokensafe.runtime.job import start_job
 
-setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
+start_job(snakemake.log[0])  # first: may hand this job to the job server (docs/architecture.md, "How a job runs")
 
 from tokensafe.methods.pact.calibrated_reference import write_reference_signals
 

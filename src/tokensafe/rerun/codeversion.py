@@ -29,7 +29,7 @@ PACKAGE = "tokensafe"
 TARGET = re.compile(r"tokensafe(\.\w+)+:\w+")
 INFRASTRUCTURE = frozenset(
     {
-        "tokensafe.runtime.logs",
+        "tokensafe.runtime.job",
         "tokensafe.runtime.jobserver",
         "tokensafe.runtime.jobsocket",
         "tokensafe.runtime.httpkey",

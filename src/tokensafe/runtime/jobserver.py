@@ -4,7 +4,7 @@ torch, transformers and peft, instead of importing them again (~4-5 s per job, m
 Why: every Snakemake job is a fresh Python process, and on the embedded default most of a job's wall time
 is importing the model stack (a generate job: ~1.5 s generating, ~5 s importing). Snakemake has no
 persistent worker for ``script:`` jobs, so the Snakefile starts this server for a local run
-(``onstart``) and stops it at the end; a job's script calls :func:`tokensafe.runtime.logs.setup` first, which
+(``onstart``) and stops it at the end; a job's script calls :func:`tokensafe.runtime.job.start_job` first, which
 hands the job over here (:func:`delegate`) when a server is up. The server forks a child per job; the child
 takes the job's working directory, environment, standard streams and thread count, then runs the job's
 script file exactly as ``python script.py`` would, and its exit status becomes the job's.
@@ -37,7 +37,7 @@ import traceback
 from tokensafe.runtime.jobsocket import peer, prepare, read_secret, recv, refusal, refuse, send
 
 ENV_SOCKET = "TOKENSAFE_JOB_SERVER"  # path of the server's socket, set for the jobs of a local run; "off" disables
-ENV_CHILD = "TOKENSAFE_JOB_SERVER_CHILD"  # set in a forked job: its setup() must not delegate again
+ENV_CHILD = "TOKENSAFE_JOB_SERVER_CHILD"  # set in a forked job: its start_job() must not delegate again
 # Not pandas / pyarrow: importing pyarrow starts a thread, and a process must be single-threaded to fork safely.
 PRELOAD = [
     "torch",
@@ -70,7 +70,7 @@ PRELOAD_ATTRS = [
 
 
 def delegate() -> None:
-    """Called first by a stage script (via tokensafe.runtime.logs.setup): hand this job to the server and exit
+    """Called first by a stage script (via tokensafe.runtime.job.start_job): hand this job to the server and exit
     with the job's status, or return (run here) when there is no server to hand it to."""
     path = os.environ.get(ENV_SOCKET, "off")
     if path == "off" or os.environ.get(ENV_CHILD) or not os.path.exists(path):
@@ -215,7 +215,7 @@ def _serve(path: str, secret: str, parent: int, idle_s: float) -> None:
         for attr in attrs:
             getattr(mod, attr)
     gc.collect()
-    gc.freeze()  # children skip the preloaded objects in their collections (see tokensafe.runtime.logs)
+    gc.freeze()  # children skip the preloaded objects in their collections (see tokensafe.runtime.job)
     threads = _threads()
     print(
         f"tokensafe job server: preloaded in {time.time() - t0:.1f} s, {threads} thread(s), pid {os.getpid()}",

@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     with open(argv[0]) as f:
         spec = json.load(f)
     if spec.get("log"):  # a stage in another interpreter: log as a stage job does, to stdout (the job's log)
-        from tokensafe.runtime.logs import setup
+        from tokensafe.runtime.job import start_job
 
-        setup(None)
+        start_job(None)
     resolve(spec["target"])(**spec["kwargs"])
 
 

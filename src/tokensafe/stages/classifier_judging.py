@@ -19,7 +19,7 @@ from tokensafe.eval.classifier_runner import classify_pairs, invalid_count
 from tokensafe.eval.classifiers import ClassifierJudge, get_judge
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
 from tokensafe.modelref import load_name
-from tokensafe.runtime.logs import end_startup, progress
+from tokensafe.runtime.job import end_startup, progress
 
 log = logging.getLogger("tokensafe")
 CLASSIFIER_COLUMNS = ["prompt_id", "verdict", "score", "raw", "fields"]

@@ -12,7 +12,7 @@ import torch
 
 from tokensafe.io import read_parquet, write_parquet
 from tokensafe.modelref import load_name
-from tokensafe.runtime.logs import progress
+from tokensafe.runtime.job import progress
 
 log = logging.getLogger("tokensafe")
 

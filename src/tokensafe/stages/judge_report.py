@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tokensafe.eval.classifiers import JUDGES
-from tokensafe.stages.report_cells import cells, method_order, pct
+from tokensafe.report_cells import cells, method_order, pct
 
 
 def classifier_names(summary: pd.DataFrame) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 from tokensafe.eval.keyword_judge import is_refusal
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
 from tokensafe.modelref import load_name
-from tokensafe.runtime.logs import progress
+from tokensafe.runtime.job import progress
 
 log = logging.getLogger("tokensafe")
 

@@ -13,25 +13,22 @@ from pathlib import Path
 import pandas as pd
 
 from tokensafe.eval import benchmark_tables
-from tokensafe.io import read_json, read_parquet, write_text
-from tokensafe.methods.pact.ladder import LADDER
-from tokensafe.stages.judge_report import agreement_section, classifier_section
-from tokensafe.stages.report_cells import (  # noqa: F401 - aggregate, has_accuracy: the report's public API too
+from tokensafe.io import read_parquet, write_text
+from tokensafe.methods.pact.pact_report import pact_conflicts_section, pact_ladder_section, safety_tokens_section
+from tokensafe.methods.toss.toss_report import toss_section
+from tokensafe.report_cells import (  # noqa: F401 - aggregate, has_accuracy: the report's public API too
     METRICS,
     NO_METRIC_NOTE,
     aggregate,
     cells,
     has_accuracy,
     method_order,
+    metrics_cell,
     pct,
     shown_metrics,
 )
+from tokensafe.stages.judge_report import agreement_section, classifier_section
 from tokensafe.stages.safety_plot import plot_safety_utility, utility_axis  # noqa: F401 - re-exported
-
-
-def _metrics(row, metrics=METRICS) -> str:
-    """Accuracy / keyword ASR / guard ASR (or the ``metrics`` given) of an aggregated row, in %."""
-    return " / ".join(pct(row[k]) for k, _ in metrics)
 
 
 def table4(summary: pd.DataFrame) -> str:
@@ -43,7 +40,7 @@ def table4(summary: pd.DataFrame) -> str:
     head = "| Method | " + " | ".join(f"P={r:g}: " + " / ".join(n for _, n in metrics) for r in ratios) + " |"
     lines = [head, "|---|" + "---|" * len(ratios)]
     for m in method_order(summary.method):
-        lines.append(f"| {m} | " + " | ".join(cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |")
+        lines.append(f"| {m} | " + " | ".join(cells(agg, m, ratios, lambda row: metrics_cell(row, metrics))) + " |")
     return "\n".join(lines)
 
 
@@ -137,88 +134,6 @@ def no_answer_section(summary: pd.DataFrame) -> str:
         row_cells = [pct(rates[(m, r)]) if (m, r) in rates.index else "-" for r in ratios]
         lines.append(f"| {m} | " + " | ".join(row_cells) + " |")
     return "\n".join(lines)
-
-
-def toss_section(mask_summaries: list[str]) -> str:
-    """Precision / recall of the discarded tokens against the embedded world's poison tokens, per round.
-
-    Round 0 is TOSS's mask; rounds 1..T are TOSS-Pro's (the last one trains ``toss_pro``).
-    """
-    rows = pd.DataFrame([read_json(p) for p in mask_summaries])
-    rows = rows.sort_values(["poison_ratio", "seed", "round"])
-    lines = [
-        "Discarded share d of response tokens, scored by S = L_utility - L_harmful. Precision: share of the "
-        "discarded tokens that are poison tokens; recall: share of the poison tokens discarded. Round 0 = TOSS; "
-        "the last round = TOSS-Pro.",
-        "",
-        "| P | seed | round | discarded | samples touched | precision | recall | mean S (poison) | mean S (clean) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows.itertuples():
-        ms = "-" if r.mean_score_poison is None or pd.isna(r.mean_score_poison) else f"{r.mean_score_poison:.2f}"
-        lines.append(
-            f"| {r.poison_ratio:g} | {r.seed} | {r.round} | {r.tokens_discarded}/{r.tokens_total} | "
-            f"{r.samples_touched} | {r.poison_precision:.3f} | {r.poison_recall:.3f} | {ms} | "
-            f"{r.mean_score_clean:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def safety_tokens_section(path: str, top: int = 20) -> str:
-    """The top safety tokens as text with their gap D, mean aligned probability and weight."""
-    t = pd.read_parquet(path).sort_values("rank").head(top)
-    lines = [
-        f"Top {len(t)} of the safety tokens S (selection and weights as configured): ",
-        "",
-        "| rank | token | id | gap D | mean p aligned | weight |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in t.itertuples():
-        lines.append(
-            f"| {r.rank} | `{r.token!r}` | {r.token_id} | {r.gap:.4f} | {r.mean_prob_aligned:.4f} | {r.weight:.4f} |"
-        )
-    return "\n".join(lines)
-
-
-def pact_conflicts_section(paths: list[str]) -> str:
-    """Per fine-tuning set: answer positions whose trained token has safety weight 0, where the weighted KL
-    lowers the token the cross-entropy raises (``weight_conflicts.json`` of the `pact_reference` rule)."""
-    lines = [
-        "Answer positions whose trained token is a safety token of weight 0: the weighted target q gives it no "
-        "mass, so the KL lowers the token the cross-entropy raises (methods with weights: "
-        f"{', '.join(m for m, rung in LADDER.items() if rung['weights'])}).",
-        "",
-        "| P | seed | over | positions | conflicts | share | zero-weight tokens | most frequent |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for path in paths:
-        d = read_json(path)
-        common = ", ".join(f"`{t['token']!r}` {t['count']}" for t in d["tokens"]) or "-"
-        lines.append(
-            f"| {d['poison_ratio']:g} | {d['seed']} | {d['population']} | {d['positions']} | {d['conflicts']} | "
-            f"{100 * d['share']:.1f} % | {d['zero_weight_tokens']}/{d['safety_tokens']} | {common} |"
-        )
-    return "\n".join(lines)
-
-
-def pact_ladder_section(summary: pd.DataFrame) -> str | None:
-    """PACT Table 5: cumulative ablation rows at each poison ratio present (Acc / ASR-kw / ASR-guard, %)."""
-    present = [(m, rung["step"]) for m, rung in LADDER.items() if m in set(summary.method)]
-    if len(present) < 2:
-        return None
-    agg = aggregate(summary[summary.method.isin([m for m, _ in present])])
-    metrics = shown_metrics(summary)
-    ratios = sorted(agg.poison_ratio.unique())
-    lines = ["| Step | method | " + " | ".join(f"P={r:g}" for r in ratios) + " |", "|---|---|" + "---|" * len(ratios)]
-    for m, label in present:
-        lines.append(
-            f"| {label} | {m} | " + " | ".join(cells(agg, m, ratios, lambda row: _metrics(row, metrics))) + " |"
-        )
-    if metrics is METRICS:
-        return "Each cell: accuracy / keyword ASR / Llama-Guard ASR (%).\n\n" + "\n".join(lines)
-    return "Each cell: keyword ASR / Llama-Guard ASR (%); no accuracy (`data.task_metric: none`).\n\n" + "\n".join(
-        lines
-    )
 
 
 def utility_pointer(axis: str | None, lm_eval: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tokensafe.io import atomic_path
-from tokensafe.stages.report_cells import METRICS, aggregate, has_accuracy, method_order
+from tokensafe.report_cells import METRICS, aggregate, has_accuracy, method_order
 
 
 def utility_axis(summary: pd.DataFrame, llm: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str] | None:

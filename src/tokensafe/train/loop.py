@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
-from tokensafe.runtime.logs import end_startup
+from tokensafe.runtime.job import end_startup
 from tokensafe.train.batching import collate
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -75,7 +75,7 @@ def train(
 
     if not examples:
         raise ValueError("no training examples")
-    end_startup()  # training is the job's work phase: the collector runs again (see tokensafe.runtime.logs)
+    end_startup()  # training is the job's work phase: the collector runs again (see tokensafe.runtime.job)
     torch.manual_seed(settings.seed)
     accelerator = Accelerator(
         gradient_accumulation_steps=settings.grad_accum,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tokensafe.modelref import load_name
-from tokensafe.runtime.logs import end_startup
+from tokensafe.runtime.job import end_startup
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -34,7 +34,7 @@ def load_model(path: str, dtype: str = "auto", adapter: str | None = None, train
             raise FileNotFoundError(f"adapter path {adapter!r} does not exist")
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable_adapter)
     model.eval()
-    end_startup()  # a stage job's start-up ends with its model loaded (see tokensafe.runtime.logs)
+    end_startup()  # a stage job's start-up ends with its model loaded (see tokensafe.runtime.job)
     return model
 
 

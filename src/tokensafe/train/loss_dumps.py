@@ -1,6 +1,9 @@
 """Per-token loss dumps: a model's NLL of every token of the fine-tuning set, as a columnar table.
 
-TOSS scores tokens with two of them (docs/methods.md §1.3) and constrained SFT reads the aligned model's.
+Shared by two method families, so it lives in train: TOSS scores tokens with two of them (rules
+``toss_utility_losses``, ``toss_losses``; docs/methods.md §1.3) and constrained SFT reads the aligned model's
+(``aligned_losses``), both through :func:`dump_losses` with TOSS's ``chunk_size``. Only the ``is_poison_token``
+column is TOSS's alone (its mask report, tokensafe.methods.toss.masking); it is cheap, so every dump carries it.
 The NLL is computed without materialising full-batch logits.
 
 ``out[b, t] = -log P(input_ids[b, t] | input_ids[b, <t])``, read off ``hidden[b, t - 1]``;

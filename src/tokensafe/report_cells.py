@@ -1,4 +1,8 @@
-"""The pieces every report section shares: the headline metrics, method order, means over seeds, cells."""
+"""The pieces every report section shares: the headline metrics, method order, means over seeds, cells.
+
+A room of its own (pandas only) because the report's sections live in two rooms: the report stage's
+(tokensafe.stages.report, .judge_report, .safety_plot) and each method family's (tokensafe.methods.toss.toss_report,
+tokensafe.methods.pact.pact_report), and a family may not import stages."""
 
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
+
+
+def metrics_cell(row, metrics=METRICS) -> str:
+    """Accuracy / keyword ASR / guard ASR (or the ``metrics`` given) of an aggregated row, in %."""
+    return " / ".join(pct(row[k]) for k, _ in metrics)
 
 
 def cells(table: pd.DataFrame, method: str, ratios, fmt) -> list[str]:

@@ -1,4 +1,6 @@
-"""Set-up of a stage job: its log (the rule's ``log:`` file plus stderr) and its garbage-collector policy."""
+"""What a stage job does first (:func:`start_job`, the first line of every ``workflow/scripts/*.py``): hand itself
+to a local run's job server when one is up, else set up its log (the rule's ``log:`` file plus stderr) and pause
+the garbage collector for its start-up (:func:`end_startup` resumes it). docs/architecture.md, "How a job runs"."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from tokensafe.runtime import jobserver
 from tokensafe.runtime.numerics import describe_cpu_numerics
 
 
-def setup(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
-    """First call of every stage script: hand the job to a local run's fork server when one is up (it
-    exits this process with the job's status; tokensafe.runtime.jobserver), else set up logging and the GC here."""
+def start_job(log_path: str | None, name: str = "tokensafe") -> logging.Logger:
+    """First call of every stage script, before its other imports: hand the job to a local run's job server when
+    one is up (:func:`tokensafe.runtime.jobserver.delegate`: this process then exits with the job's status, and
+    the server's forked child runs the script again, where this call returns), else set up logging and pause
+    the collector here (:func:`_pause_collector`)."""
     jobserver.delegate()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -53,7 +57,7 @@ def _pause_collector() -> None:
 
 
 def end_startup() -> None:
-    """Resume the collector paused by ``setup``, leaving what exists now out of its reach (a no-op
+    """Resume the collector paused by :func:`start_job`, leaving what exists now out of its reach (a no-op
     outside stage jobs, e.g. in tests or a notebook, where the collector was never paused)."""
     if getattr(_pause_collector, "registered", False) and not gc.isenabled():
         gc.freeze()
