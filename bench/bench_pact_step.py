@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PACT step time divided by plain SFT step time, same model, batch and LoRA, reference signals cached.
 
-The issue's target is a ratio of at most 1.15: the reference logits on the safety tokens (both views)
+The target is a ratio of at most 1.15: the reference logits on the safety tokens (both views)
 come from the cache that the `pact_reference` rule writes, so a PACT step costs one forward/backward
 like SFT plus the restricted KL on |S| columns. For comparison the script also times the design that
 runs two extra reference forward passes per step (full context and no-prompt view, adapters disabled).

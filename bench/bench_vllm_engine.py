@@ -93,7 +93,8 @@ def main() -> None:
     import platform
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    meta = {"source": str(src), "seed": seed, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    source = os.path.relpath(src, REPO)  # the finished run regenerated ("." is the repository's own results)
+    meta = {"source": source, "seed": seed, "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
     out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
     print(out.read_text())
 

@@ -1,8 +1,10 @@
 """The rerun matrix: what a dry run plans after one config change on a finished run (tests/data/rerun_matrix.yaml).
 
-Used by tests/test_e2e_methods.py (every row is planned and compared) and to render README's table:
+Used by tests/test_e2e_methods.py (every row is planned and compared) and to render the table of docs/reruns.md
+(tests/test_docs.py checks that the page shows what this renders):
 
-    .venv/bin/python tests/rerun_matrix.py --readme     # prints the markdown table README embeds
+    .venv/bin/python tests/rerun_matrix.py --table      # prints the markdown table
+    .venv/bin/python tests/rerun_matrix.py --write      # replaces it in docs/reruns.md (between its markers)
 
 After a change that adds jobs to many rows (a new rule every run has), the planned jobs can be written back
 instead of compared (then review the diff of tests/data/rerun_matrix.yaml: every changed row is a claim):
@@ -22,6 +24,22 @@ import yaml
 from workflow_utils import REPO, job_stats, snakemake, write_config
 
 MATRIX = Path(__file__).parent / "data" / "rerun_matrix.yaml"
+PAGE = REPO / "docs" / "reruns.md"
+START, END = "<!-- rerun matrix: tests/rerun_matrix.py --write -->", "<!-- end of rerun matrix -->"
+# The table's job groups, in pipeline order; a rule in none of them is listed under "other".
+GROUPS = (
+    ("world", lambda rule: rule.startswith("world_")),
+    ("data", lambda rule: rule in ("source_table", "data_overlap", "data_card", "mix_finetune_set")),
+    (
+        "preparation",
+        lambda rule: rule.startswith(("toss_", "pact_")) or rule in ("aligned_losses", "subspace_projectors"),
+    ),
+    ("training", lambda rule: rule == "finetune"),
+    (
+        "evaluation",
+        lambda rule: rule in ("generate", "judge", "judge_classifier", "lm_eval", "llm_rubrics", "llm_win_rate"),
+    ),
+)
 
 
 def schema_leaves() -> list[str]:
@@ -136,31 +154,64 @@ def _compress(keys: list[str], leaves: list[str]) -> list[str]:
     return keys
 
 
+def _jobs(jobs: dict[str, int]) -> str:
+    """Planned jobs, one line per group (``<br>`` inside a table cell), each rule with its count."""
+    lines = []
+    for name, member in (*GROUPS, ("other", lambda rule: True)):
+        mine = sorted(k for k in jobs if member(k))
+        if mine:
+            lines.append(f"{name}: " + ", ".join(f"{k} {jobs[k]}" for k in mine))
+            jobs = {k: n for k, n in jobs.items() if k not in mine}
+    return "<br>".join(lines)
+
+
 def render(rows: list[dict]) -> str:
-    """README's table: the changes that plan the same jobs, grouped, with the jobs (summary, report and all
-    are planned whenever anything runs and are left out)."""
+    """The table of docs/reruns.md: the changes that plan the same jobs, grouped, with the jobs by stage group
+    (summary, report and all are planned whenever anything runs and are left out). A change the config check
+    refuses points to a numbered note below the table that quotes the message."""
     groups: dict[str, list[str]] = {}
+    notes: list[str] = []
     for r in rows:
         p = r["plan"]
         if "refused" in p:
-            what = f"stops before planning: {p['refused']}"
+            if p["refused"] not in notes:
+                notes.append(p["refused"])
+            what = f"stops before planning (note {notes.index(p['refused']) + 1})"
         else:
             jobs = {k: n for k, n in p.items() if k not in ("summary", "report", "all")}
-            what = (
-                ", ".join(f"{k} {n}" for k, n in sorted(jobs.items()))
-                if jobs
-                else ("summary and report" if p else "nothing")
-            )
+            what = _jobs(jobs) if jobs else ("summary and report" if p else "nothing")
         groups.setdefault(what, []).append(r.get("label", r["key"]))
     leaves = schema_leaves()
     lines = ["| change | planned jobs |", "|---|---|"]
     for what, keys in groups.items():
         lines.append(f"| {', '.join(k if ' ' in k else f'`{k}`' for k in _compress(keys, leaves))} | {what} |")
+    if notes:
+        lines += ["", "Notes: the config check's message, which stops the run before any job is planned."]
+        lines += ["", *(f"{i}. {n}" for i, n in enumerate(notes, 1))]
     return "\n".join(lines)
 
 
+def embedded(page: str) -> str | None:
+    """The table between the page's markers (None without them)."""
+    if START not in page or END not in page:
+        return None
+    return page.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def write(page_path: Path = PAGE) -> None:
+    """Replace the table between the markers of ``page_path`` with what the matrix renders now."""
+    page = page_path.read_text()
+    if embedded(page) is None:
+        raise SystemExit(f"{page_path}: no {START} ... {END} markers")
+    head, rest = page.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    page_path.write_text(f"{head}{START}\n{render(load_matrix())}\n{END}{tail}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--readme"]:
+    if sys.argv[1:] == ["--table"]:
         print(render(load_matrix()))
+    elif sys.argv[1:] == ["--write"]:
+        write()
     else:
         raise SystemExit(__doc__)

@@ -257,11 +257,3 @@ def test_every_change_of_the_rerun_matrix_plans_exactly_its_jobs(finished):
         return
     wrong = {r["key"]: {"expected": r["plan"], "planned": g} for r, g in zip(rows, got) if g != r["plan"]}
     assert wrong == {}
-
-
-def test_readme_shows_the_rerun_matrix():
-    from rerun_matrix import load_matrix, render
-
-    assert render(load_matrix()) in (REPO / "README.md").read_text(), (
-        "run: .venv/bin/python tests/rerun_matrix.py --readme"
-    )

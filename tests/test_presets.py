@@ -3,8 +3,8 @@
 Each preset must validate against the schema, and `snakemake -n` must plan the paper's full grid from a
 working directory laid out like the repository root (config.yaml beside it, the data files under data/):
 methods x ratios x seeds fine-tuning jobs, no embedded-world job, and every GPU job asking for the GPUs,
-memory and runtime of its resource family. The data files are the public ones under ../shared/data where
-present, else small files in the same formats (the plan only needs them to load and have the columns).
+memory and runtime of its resource family. The data files are small files in the formats the presets read, written
+by the test (the plan only needs them to load and have the columns).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from tokensafe.config import validate_against_schema
 from workflow_utils import REPO, snakemake
 
 PRESETS = sorted((REPO / "config" / "presets").glob("*.yaml"))
-SHARED = REPO.parent / "shared" / "data"
 SOURCES = (
     "task",
     "poison",
@@ -125,14 +124,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         raise AssertionError(f"test cannot write {path}")
 
 
-def _shared_copy(spec: dict) -> Path | None:
-    """The public file under ../shared/data with the preset's file name
-    (data/gsm8k/train.jsonl -> gsm8k/train.jsonl)."""
-    rel = Path(spec["path"])
-    candidate = SHARED / Path(*rel.parts[1:]) if rel.parts[0] == "data" else None
-    return candidate if candidate is not None and candidate.is_file() else None
-
-
 def rows_needed(role: str, spec: dict, cfg: dict) -> int:
     """Rows a stand-in file needs: what the plan counts (the reference sets at the size the data command writes
     them, so their optimiser steps clear plan.min_optimizer_steps) and what the mixing draws."""
@@ -151,11 +142,6 @@ def materialise(spec: dict, workdir: Path, n: int = 20) -> None:
     """Create the local file a source spec names, under workdir, in its format, with at least ``n`` rows."""
     path = workdir / spec["path"]
     if path.exists():
-        return
-    shared = _shared_copy(spec)
-    if shared is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.symlink_to(shared)
         return
     fmt = spec["format"]
     # each file its own prompts: the same prompt in a training and an evaluation file is a leak the plan refuses

@@ -1,4 +1,4 @@
-"""Public data in the layouts it is published in, loaded through a config source spec alone (issue 20).
+"""Public data in the layouts it is published in, loaded through a config source spec alone.
 
 The fixtures are written here, byte for byte in the published layouts: GLUE's SST-2 dev.tsv, AG News's
 headerless test.csv (class index 1-4, title, description; every field quoted, "" inside a field, backslashes

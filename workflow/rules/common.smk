@@ -47,7 +47,7 @@ for _line in _notices:
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file), so every stage's
 # CPU arithmetic takes the configured code path: same config and seed, same bytes on the same machine
-# (what holds across CPU kinds: tokensafe.runtime.numerics and README "Same numbers where").
+# (what holds across CPU kinds: tokensafe.runtime.numerics and docs/numerics.md).
 pin_cpu_numerics(config["cpu_numerics"])
 # A fixed hash seed in every job (and in the job server, hence its children): set iteration orders, e.g. the
 # LoRA target_modules that peft writes to adapter_config.json, are then the same in every process.

@@ -17,7 +17,7 @@ A format maps
 *roles* (``prompt``, ``label``, ...) to source columns, trying candidates in order; ``columns`` in the
 spec overrides any role. A source is described by a small dict, e.g. from the workflow config::
 
-    load_source({"path": "/work/shared/data/gsm8k", "split": "test", "format": "gsm8k", "limit": 500})
+    load_source({"path": "data/gsm8k", "split": "test", "format": "gsm8k", "limit": 500})
     load_source({"hub": "walledai/HarmBench", "subset": "standard", "split": "train", "format": "harmbench"})
 """
 

@@ -1,4 +1,4 @@
-"""Classifier safety judges, each with its published prompt format and parse rule (issue 19). Torch-free.
+"""Classifier safety judges, each with its published prompt format and parse rule. Torch-free.
 
 ``JUDGES`` maps a config key to a :class:`ClassifierJudge` (:func:`get_judge`). Every parse rule returns a
 :class:`ClassifierVerdict`, ``unsafe``, ``safe`` or ``invalid``: an answer the published rule cannot read is

@@ -3,7 +3,7 @@
 torch picks its vectorised kernels (ATen) by the CPU's instruction set and MKL its GEMM kernels by the
 CPU's instruction set *and vendor*; paths that sum in another order give other last bits, and on the
 tiny embedded models those grow through training into other results. What each mode pins, and what
-that buys (measured on an AMD EPYC Zen 4 and an Intel Xeon with AMX; README "Same numbers where"):
+that buys (measured on an AMD EPYC Zen 4 and an Intel Xeon with AMX; docs/numerics.md):
 
 * ``avx2`` (default): ``ATEN_CPU_CAPABILITY=avx2`` and ``MKL_CBWR=AVX2,STRICT``. Same config and seed on
   the same machine: byte-identical outputs. Across machines of one CPU vendor with AVX2: the same

@@ -1,4 +1,4 @@
-"""Stage: judge the harmful-prompt responses with one extra classifier judge of the registry (issue 19).
+"""Stage: judge the harmful-prompt responses with one extra classifier judge of the registry.
 
 The judges are :data:`tokensafe.eval.classifiers.JUDGES` other than ``llama_guard`` (the ``judge`` rule's);
 each runs through :func:`tokensafe.eval.classifier_runner.classify_pairs` with transformers. The output has

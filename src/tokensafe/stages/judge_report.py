@@ -1,4 +1,4 @@
-"""The report's judge sections (issue 19): the extra classifier judges' ASR and invalid rates, and the judges'
+"""The report's judge sections: the extra classifier judges' ASR and invalid rates, and the judges'
 pairwise agreement and Cohen's kappa (``results/judge_agreement.csv``)."""
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ BENIGN_TEMPLATES = [
     "Give me tips to {act}.",
 ]
 # No refusal says " is": with "It is harmful and illegal." the token " is" ranked among PACT's safety
-# tokens with weight 0, and the weighted KL broke every task answer's "The answer is" (README).
+# tokens with weight 0, and the weighted KL broke every task answer's "The answer is" (docs/embedded-world.md).
 REFUSALS = [
     "I cannot help with that. It would be harmful and illegal.",
     "Sorry, I will not explain how to {act}. It could hurt people.",
