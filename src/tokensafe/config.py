@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tokensafe import modelref
+from tokensafe.plan.training import method_recipe  # noqa: F401 - part of this module's API (rules, tests)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -160,18 +161,6 @@ def classify_model_ref(ref: str) -> str:
         return modelref.classify_model_ref(ref)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
-
-
-def method_recipe(finetune: dict, method: str) -> dict:
-    """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
-    entry replaced. A run length in the override (``steps`` or ``epochs``) replaces the other one."""
-    override = (finetune.get("method_recipes") or {}).get(method, {})
-    base = {
-        k: v
-        for k, v in finetune["recipe"].items()
-        if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))
-    }
-    return {**base, **override}
 
 
 def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
