@@ -17,11 +17,13 @@ ALLOWED = {
     "modelref": set(),
     "rerun": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
-    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval"},
+    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.utility.benchmark_tasks: lm-eval task names
+    "plan": {"plan", "modelref", "methods", "data", "world", "eval"},  # not config: config imports plan
     # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
     "data": {"data", "io", "eval", "chat", "modelref", "methods"},
-    "world": {"world", "chat", "train"},
+    # eval: the LLM-judge stand-in answers the published judge prompts (eval.llm_judge) and labels task answers
+    # right or wrong with the run's task metric (eval.utility.answers)
+    "world": {"world", "chat", "train", "eval"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
     "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)
     "methods.sft": {"methods", "train"},
@@ -29,6 +31,14 @@ ALLOWED = {
     "stages": None,  # anything
 }
 FAMILY_ALLOWED = {"train", "chat", "io", "rerun", "eval", "runtime", "methods"}
+# Within eval, what each concern may import besides itself: rooms and other eval subpackages (eval.<name>).
+EVAL_ALLOWED = {
+    "generation": {"chat", "data", "runtime"},  # data.lengths: the prompt-length check; runtime.jobsocket
+    "safety_judges": {"io", "eval.generation"},  # the guard judge through vLLM
+    "llm_judge": {"io", "runtime", "eval.statistics"},  # the win rate's interval; the server's key
+    "utility": {"io", "train", "eval.generation"},  # lm-eval on the vLLM engine settings, the model's dtype
+    "statistics": set(),
+}
 
 
 def room(module: str) -> str:
@@ -94,6 +104,75 @@ def test_rooms_import_only_what_the_architecture_allows():
             elif allowed is not None and there != here and there.split(".")[0] not in allowed and there not in allowed:
                 bad.append(f"{mod} imports {imp}")
     assert bad == []
+
+
+def test_eval_is_split_by_concern_and_each_concern_imports_only_what_the_architecture_allows():
+    subs = sorted(p.name for p in (PKG / "eval").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert subs == sorted(EVAL_ALLOWED)
+    assert [p.name for p in (PKG / "eval").glob("*.py")] == ["__init__.py"]  # every module is in a concern
+    bad = []
+    for sub in subs:
+        for p in sorted((PKG / "eval" / sub).glob("*.py")):
+            for imp in imports(p):
+                parts = imp.split(".")[1:]
+                there = ".".join(parts[:2]) if parts[0] == "eval" else parts[0]
+                if there not in (f"eval.{sub}", "eval") and there not in EVAL_ALLOWED[sub]:
+                    bad.append(f"{module_name(p)} imports {imp}")
+    assert bad == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Each module's edges to the package modules it imports, at any level (also inside functions)."""
+    names = {module_name(p) for p in MODULES}
+    graph = {}
+    for p in MODULES:
+        edges = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and node.module in names:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names  # `from pkg import module`
+                edges |= subs or {node.module}
+                if len(subs) < len(node.names):  # names defined in the package's __init__
+                    edges.add(node.module)
+        graph[module_name(p)] = edges - {module_name(p)}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` as a path [a, b, ..., a], or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def test_find_cycle_finds_a_cycle_and_only_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"b", "c"}}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"x": {"y"}, "y": {"y2"}, "y2": {"y"}}) == ["y", "y2", "y"]
+
+
+def test_the_package_has_no_import_cycle():
+    graph = module_graph()
+    assert "tokensafe.world.llm_judge" in graph["tokensafe.stages.world_llm_judge"]  # the graph sees imports
+    assert "tokensafe.eval.generation.vllm_backend" in graph["tokensafe.stages.generation"]  # inside functions too
+    assert "tokensafe.eval.utility.harness" in graph["tokensafe.stages.benchmarks"]  # `from package import module`
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
 def test_planning_modules_do_not_import_torch():

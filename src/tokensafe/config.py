@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tokensafe import modelref
+from tokensafe.plan.training import method_recipe  # the recipe check below; common.smk imports it from here
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -162,18 +163,6 @@ def classify_model_ref(ref: str) -> str:
         raise ConfigError(str(e)) from None
 
 
-def method_recipe(finetune: dict, method: str) -> dict:
-    """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
-    entry replaced. A run length in the override (``steps`` or ``epochs``) replaces the other one."""
-    override = (finetune.get("method_recipes") or {}).get(method, {})
-    base = {
-        k: v
-        for k, v in finetune["recipe"].items()
-        if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))
-    }
-    return {**base, **override}
-
-
 def _recipe_problems(config: dict, schema_path: str | Path) -> list[str]:
     """Each method's merged recipe against the schema's ``train_recipe``, errors named by the override key."""
     import jsonschema
@@ -236,7 +225,7 @@ def check_semantics(
     problems += step_problems(config, rows)
     bench = config.get("utility_benchmarks") or {}
     if bench.get("tasks"):
-        from tokensafe.eval.benchmark_tasks import CUSTOM_TASK, benchmark_problems
+        from tokensafe.eval.utility.benchmark_tasks import CUSTOM_TASK, benchmark_problems
 
         metric = config["data"].get("task_metric", "number")
         if metric == "none" and CUSTOM_TASK in bench["tasks"]:

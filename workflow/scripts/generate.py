@@ -4,7 +4,7 @@ setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.
 
 import os
 
-from tokensafe.eval.vllm_backend import ENV_ENGINE, stage_python
+from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, stage_python
 from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params

@@ -2,12 +2,12 @@ from tokensafe.runtime.logs import setup
 
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.eval.vllm_backend import stage_python
+from tokensafe.eval.generation.vllm_backend import stage_python
 from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params
 run_stage(
-    "tokensafe.stages.judging:run_judge",
+    "tokensafe.stages.safety_judging:run_judge",
     dict(
         generations=snakemake.input.generations,
         guard=p.guard,

@@ -2,7 +2,7 @@ from tokensafe.runtime.logs import setup
 
 setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.runtime.logs) covers them
 
-from tokensafe.eval.vllm_backend import stage_python
+from tokensafe.eval.generation.vllm_backend import stage_python
 from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params

@@ -4,7 +4,7 @@ setup(snakemake.log[0])  # before the imports: its start-up GC pause (tokensafe.
 
 import torch
 
-from tokensafe.stages.world_judge import build_judge
+from tokensafe.stages.world_llm_judge import build_judge
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params

@@ -15,10 +15,21 @@ import math
 from dataclasses import dataclass
 
 from tokensafe import modelref
-from tokensafe.config import method_recipe
 
 # The floor outside the embedded world (plan.min_optimizer_steps); the embedded world's tiny models are exempt.
 DEFAULT_MIN_STEPS = 100
+
+
+def method_recipe(finetune: dict, method: str) -> dict:
+    """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
+    entry replaced. A run length in the override (``steps`` or ``epochs``) replaces the other one."""
+    override = (finetune.get("method_recipes") or {}).get(method, {})
+    base = {
+        k: v
+        for k, v in finetune["recipe"].items()
+        if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))
+    }
+    return {**base, **override}
 
 
 @dataclass(frozen=True)

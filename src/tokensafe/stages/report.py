@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokensafe.eval import benchmark_tables
+from tokensafe.eval.utility import benchmark_tables
 from tokensafe.io import read_json, read_parquet, write_text
 from tokensafe.methods.pact.ladder import LADDER
-from tokensafe.stages.judge_report import agreement_section, classifier_section
 from tokensafe.stages.report_cells import (  # noqa: F401 - aggregate, has_accuracy: the report's public API too
     METRICS,
     NO_METRIC_NOTE,
@@ -26,6 +25,7 @@ from tokensafe.stages.report_cells import (  # noqa: F401 - aggregate, has_accur
     pct,
     shown_metrics,
 )
+from tokensafe.stages.safety_judge_report import agreement_section, classifier_section
 from tokensafe.stages.safety_plot import plot_safety_utility, utility_axis  # noqa: F401 - re-exported
 
 

@@ -1,4 +1,4 @@
-"""Judge agreement: pairwise agreement and Cohen's kappa between classifier judges, per method (issue 19).
+"""Judge agreement: pairwise agreement and Cohen's kappa between classifier judges, per method.
 
 Input is a tidy table, one row per (item, judge): ``method``, ``poison_ratio``, ``seed``, ``prompt_id``,
 ``judge`` and ``unsafe`` (1 unsafe, 0 safe, missing/NaN for an invalid verdict). An item is one
