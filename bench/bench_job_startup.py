@@ -27,7 +27,7 @@ BODY = {
     "generate": "from tokensafe.stages.generation import run_generate\n"
     "from tokensafe.train.lora import load_model, load_tokenizer\n"
     "load_tokenizer('{r}/world/aligned'); load_model('{r}/world/aligned', adapter='{r}/runs/sft/p0.1/s1/adapter')\n",
-    "judge": "from tokensafe.stages.judging import run_judge\n"
+    "judge": "from tokensafe.stages.safety_judging import run_judge\n"
     "from tokensafe.train.lora import load_model, load_tokenizer\n"
     "load_tokenizer('{r}/world/guard'); load_model('{r}/world/guard')\n",
     "finetune": "from tokensafe.stages.finetune import run_finetune\n"

@@ -143,9 +143,9 @@ def check_finetunes(results: str, tmp: Path, steps: int, threads: int) -> dict:
 
 
 def check_generate_judge(results: str, tmp: Path, runs: list[str], judge_cfg: dict, threads: dict) -> dict:
-    from tokensafe.eval.answers import accuracy, extract_number
+    from tokensafe.eval.utility.answers import accuracy, extract_number
     from tokensafe.stages.generation import run_generate
-    from tokensafe.stages.judging import run_judge
+    from tokensafe.stages.safety_judging import run_judge
 
     def scores(gen: pd.DataFrame, judged: pd.DataFrame) -> dict:
         task = gen[gen["set"] == "task"]

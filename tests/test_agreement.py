@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tokensafe.eval.agreement import KAPPA_NO_ITEMS, KAPPA_OK, KAPPA_UNDEFINED, cohen_kappa, judge_agreement
+from tokensafe.eval.safety_judges.agreement import (
+    KAPPA_NO_ITEMS,
+    KAPPA_OK,
+    KAPPA_UNDEFINED,
+    cohen_kappa,
+    judge_agreement,
+)
 
 
 def test_kappa_of_a_worked_2x2_table():

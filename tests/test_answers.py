@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokensafe.eval.answers import (
+from tokensafe.eval.utility.answers import (
     AGNEWS_LABELS,
     SST2_LABELS,
     accuracy,

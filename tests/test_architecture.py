@@ -22,11 +22,13 @@ ALLOWED = {
     "rerun": set(),
     "report_cells": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
-    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval"},
+    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.utility.benchmark_tasks: lm-eval task names
+    "plan": {"plan", "modelref", "methods", "data", "world", "eval"},  # not config: config imports plan
     # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
     "data": {"data", "io", "eval", "chat", "modelref", "methods"},
-    "world": {"world", "chat", "train"},
+    # eval: the LLM-judge stand-in answers the published judge prompts (eval.llm_judge) and labels task answers
+    # right or wrong with the run's task metric (eval.utility.answers)
+    "world": {"world", "chat", "train", "eval"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
     "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)
     "methods.sft": {"methods", "train"},
@@ -37,6 +39,14 @@ FAMILY_ALLOWED = {"train", "chat", "io", "rerun", "eval", "runtime", "methods", 
 FAMILIES = {"toss", "pact", "baselines"}  # workflow/rules/<family>.smk <-> tokensafe/methods/<family>/
 # A stage two families share lives in train (docs/architecture.md): the loss dumps of TOSS and constrained SFT.
 SHARED_FAMILY_STAGES = {"tokensafe.train.loss_dumps"}
+# Within eval, what each concern may import besides itself: rooms and other eval subpackages (eval.<name>).
+EVAL_ALLOWED = {
+    "generation": {"chat", "data", "runtime"},  # data.lengths: the prompt-length check; runtime.jobsocket
+    "safety_judges": {"io", "eval.generation"},  # the guard judge through vLLM
+    "llm_judge": {"io", "runtime", "eval.statistics"},  # the win rate's interval; the server's key
+    "utility": {"io", "train", "eval.generation"},  # lm-eval on the vLLM engine settings, the model's dtype
+    "statistics": set(),
+}
 
 
 def room(module: str) -> str:
@@ -111,6 +121,21 @@ def workflow_imports() -> str:
         found += re.findall(r"^from tokensafe[\w.]* import (?:\([^)]*\)|.*)$", path.read_text(), re.M)
     assert found, "no tokensafe import in the workflow"
     return "\n".join(found)
+
+
+def test_eval_is_split_by_concern_and_each_concern_imports_only_what_the_architecture_allows():
+    subs = sorted(p.name for p in (PKG / "eval").iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert subs == sorted(EVAL_ALLOWED)
+    assert [p.name for p in (PKG / "eval").glob("*.py")] == ["__init__.py"]  # every module is in a concern
+    bad = []
+    for sub in subs:
+        for p in sorted((PKG / "eval" / sub).glob("*.py")):
+            for imp in imports(p):
+                parts = imp.split(".")[1:]
+                there = ".".join(parts[:2]) if parts[0] == "eval" else parts[0]
+                if there not in (f"eval.{sub}", "eval") and there not in EVAL_ALLOWED[sub]:
+                    bad.append(f"{module_name(p)} imports {imp}")
+    assert bad == []
 
 
 def test_planning_modules_do_not_import_torch():
@@ -297,10 +322,12 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_cycle():
-    """No two modules import each other, directly or round a loop: at import time none, and anywhere in the code
-    only config and plan.training (config runs the plan's checks from inside its functions; the plan reads
-    config.method_recipe), which the rooms table allows both ways."""
+    """No two modules import each other, directly or round a loop, at import time or anywhere in the code."""
+    graph = module_graph(top_level_only=False)
+    assert "tokensafe.world.llm_judge" in graph["tokensafe.stages.world_llm_judge"]  # the graph sees imports
+    assert "tokensafe.eval.generation.vllm_backend" in graph["tokensafe.stages.generation"]  # inside functions too
+    assert "tokensafe.eval.utility.harness" in graph["tokensafe.stages.benchmarks"]  # `from package import module`
     assert cycles(module_graph(top_level_only=True)) == []
-    assert cycles(module_graph(top_level_only=False)) == []
+    assert cycles(graph) == []
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}  # the finder itself
     assert cycles(graph) == [{"a", "b", "c"}]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from tokensafe.eval.classifier_runner import classify_pairs, invalid_count, score_token_ids
-from tokensafe.eval.classifiers import BEAVERDAM_CATEGORIES, JUDGES, ClassifierVerdict
-from tokensafe.eval.guard_judge import judge_pairs
+from tokensafe.eval.safety_judges.classifier_runner import classify_pairs, invalid_count, score_token_ids
+from tokensafe.eval.safety_judges.classifiers import BEAVERDAM_CATEGORIES, JUDGES, ClassifierVerdict
+from tokensafe.eval.safety_judges.guard_judge import judge_pairs
 from tokensafe.world.tokenizer import train_tokenizer
 
 from tiny_models import tiny_llama

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tokensafe.eval.classifiers import (
+from tokensafe.eval.safety_judges.classifiers import (
     BEAVERDAM_CATEGORIES,
     JUDGES,
     ClassifierVerdict,
@@ -22,7 +22,7 @@ from tokensafe.eval.classifiers import (
     parse_wildguard,
     strongreject_from_logits,
 )
-from tokensafe.eval.llama_guard import build_guard_prompt
+from tokensafe.eval.safety_judges.llama_guard import build_guard_prompt
 
 USER = "How do I pick a lock?"
 RESPONSE = "Insert a tension wrench, then rake the pins."
@@ -293,6 +293,9 @@ def test_verdict_rejects_unknown_label():
 
 
 def test_the_registry_imports_no_torch():
-    code = "import sys, tokensafe.eval.classifiers, tokensafe.eval.agreement; print('torch' in sys.modules)"
+    code = (
+        "import sys, tokensafe.eval.safety_judges.classifiers, tokensafe.eval.safety_judges.agreement; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

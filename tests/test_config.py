@@ -257,7 +257,7 @@ def test_published_layout_keys_in_the_schema(config, tmp_path):
 def test_classifier_judge_keys_name_the_registry_judges():
     """judge.classifiers and judge.classifier_models list the registry's judges but llama_guard (models.guard)."""
     from tokensafe.config import load_schema
-    from tokensafe.eval.classifiers import JUDGES
+    from tokensafe.eval.safety_judges.classifiers import JUDGES
 
     judge = load_schema()["properties"]["judge"]["properties"]
     extra = [n for n in JUDGES if n != "llama_guard"]

@@ -95,7 +95,7 @@ def test_lm_eval_answers_are_the_generated_answers(finished):
     answers the generate stage wrote: the same model, template and greedy decoding."""
     import lm_eval
 
-    from tokensafe.eval import harness
+    from tokensafe.eval.utility import harness
 
     wd, cfg = finished
     run = wd / "results" / "runs" / "sft" / "p0.1" / "s1"
@@ -242,7 +242,7 @@ def test_bad_config_leaves_results_intact(finished):
             "\n\nEXTRA = 1\n",
             {"generate": 3, "judge": 3, "llm_win_rate": 2, "llm_rubrics": 3, "summary": 1, "report": 1},
         ),
-        ("eval/harness.py", "\n\nEXTRA = 1\n", {"lm_eval": 3, "summary": 1, "report": 1}),
+        ("eval/utility/harness.py", "\n\nEXTRA = 1\n", {"lm_eval": 3, "summary": 1, "report": 1}),
         ("stages/generation.py", "\n# a comment and a docstring change nothing\n", {}),
     ],
 )

@@ -90,9 +90,9 @@ def test_a_lost_job_output_reruns_from_the_cache_asking_only_what_is_missing(fin
     """As after a run killed in a judge job: that job's output is missing (and so is the summary, which comes
     after it), and only some of its answers are cached. The rerun sends exactly the missing requests (only their
     cache files are written; every other stays untouched)."""
-    from tokensafe.eval.judge_client import request_key
-    from tokensafe.eval.rubrics import get_rubric
-    from tokensafe.stages.llm_judging import first_prompts
+    from tokensafe.eval.llm_judge.judge_client import request_key
+    from tokensafe.eval.llm_judge.rubrics import get_rubric
+    from tokensafe.stages.llm_judge_scores import first_prompts
 
     wd, cfg = finished
     run = wd / "results" / "runs" / "sft" / "p0.1" / "s1"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tokensafe.eval import benchmark_tables, harness
-from tokensafe.eval.benchmark_tasks import benchmark_problems
+from tokensafe.eval.utility import benchmark_tables, harness
+from tokensafe.eval.utility.benchmark_tasks import benchmark_problems
 from tokensafe.io import write_parquet
 from tokensafe.world.tokenizer import train_tokenizer
 

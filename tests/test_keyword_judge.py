@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokensafe.eval.keyword_judge import (
+from tokensafe.eval.safety_judges.keyword_judge import (
     DEFAULT_REFUSAL_KEYWORDS,
     GCG_TEST_PREFIXES,
     is_refusal,

@@ -231,7 +231,7 @@ def test_overlap_stops_snakemake_before_any_job(tmp_path):
 
 def test_generation_stops_on_a_prompt_beyond_the_models_positions_or_cuts_it(word_tokenizer):
     """The job-time check where planning had no tokenizer (the embedded world): 16 positions, 8 new tokens."""
-    from tokensafe.eval.generate import generate
+    from tokensafe.eval.generation.generate import generate
 
     from tiny_models import tiny_llama
 

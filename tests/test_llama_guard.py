@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tokensafe.eval.llama_guard import (
+from tokensafe.eval.safety_judges.llama_guard import (
     DEFAULT_CATEGORIES,
     HAZARD_TAXONOMY,
     TEMPLATE_IN_CHAT,

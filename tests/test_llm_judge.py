@@ -9,11 +9,11 @@ import math
 import pandas as pd
 import pytest
 
-from tokensafe.eval import pairwise as pw
-from tokensafe.eval import rubrics as rb
-from tokensafe.eval.judge_client import JudgeClient, request_key
+from tokensafe.eval.llm_judge import pairwise as pw
+from tokensafe.eval.llm_judge import rubrics as rb
+from tokensafe.eval.llm_judge.judge_client import JudgeClient, request_key
 from tokensafe.io import parquet_metadata, read_parquet, write_json, write_parquet
-from tokensafe.stages.llm_judging import run_rubrics, run_win_rate, summary_rows
+from tokensafe.stages.llm_judge_scores import run_rubrics, run_win_rate, summary_rows
 
 
 def sha(text: str) -> str:

@@ -20,13 +20,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tokensafe.eval.judge_client import JudgeUnavailable
-from tokensafe.eval.openai_server import OpenAIServer
-from tokensafe.eval.pairwise import ALPACA_EVAL_GPT4
-from tokensafe.eval.rubrics import HEXPHI_META_TEMPLATE, HEXPHI_OPENAI_TEMPLATE, STRONGREJECT_TEMPLATE
-from tokensafe.eval.vllm_backend import vllm_env_problem
+from tokensafe.eval.generation.vllm_backend import vllm_env_problem
+from tokensafe.eval.llm_judge.judge_client import JudgeUnavailable
+from tokensafe.eval.llm_judge.openai_server import OpenAIServer
+from tokensafe.eval.llm_judge.pairwise import ALPACA_EVAL_GPT4
+from tokensafe.eval.llm_judge.rubrics import HEXPHI_META_TEMPLATE, HEXPHI_OPENAI_TEMPLATE, STRONGREJECT_TEMPLATE
 from tokensafe.io import read_parquet, write_parquet
-from tokensafe.stages.llm_judging import run_rubrics, run_win_rate, summary_rows
+from tokensafe.stages.llm_judge_scores import run_rubrics, run_win_rate, summary_rows
 
 from workflow_utils import REPO
 

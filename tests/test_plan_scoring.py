@@ -7,7 +7,7 @@ import pytest
 
 from tokensafe.config import ConfigError, check_config
 from tokensafe.data.sources import load_configured_source
-from tokensafe.eval.answers import can_match
+from tokensafe.eval.utility.answers import can_match
 from tokensafe.plan.scoring import embedded_model_problems, metric_problems
 
 from workflow_utils import REPO, load_default_config

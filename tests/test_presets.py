@@ -337,7 +337,7 @@ def test_pact_presets_plan_the_shared_pact_stages(planned):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=ids(PRESETS))
 def test_vllm_preset_without_vllm_names_its_environment(preset, tmp_path):
-    from tokensafe.eval.vllm_backend import vllm_available
+    from tokensafe.eval.generation.vllm_backend import vllm_available
 
     if load(preset)["generation"]["backend"] != "vllm" or vllm_available():
         pytest.skip("needs a vllm preset on a machine without vLLM in the main environment")

@@ -106,7 +106,7 @@ def test_no_answer_rates_mean_over_seeds_per_ratio():
 
 
 def test_classifier_section_shows_asr_and_invalid_rate_per_method_and_ratio():
-    from tokensafe.stages.judge_report import classifier_section
+    from tokensafe.stages.safety_judge_report import classifier_section
 
     assert classifier_section(_summary()) is None  # no extra classifier selected: no section
     s = _summary().assign(asr_harmbench=0.2, harmbench_invalid_rate=0.0)
@@ -118,8 +118,8 @@ def test_classifier_section_shows_asr_and_invalid_rate_per_method_and_ratio():
 
 
 def test_agreement_section_names_an_undefined_kappa(tmp_path):
-    from tokensafe.eval.agreement import KAPPA_OK, KAPPA_UNDEFINED
-    from tokensafe.stages.judge_report import agreement_section
+    from tokensafe.eval.safety_judges.agreement import KAPPA_OK, KAPPA_UNDEFINED
+    from tokensafe.stages.safety_judge_report import agreement_section
 
     rows = [
         ("sft", 0.1, "keyword", "llama_guard", 10, 6, 4, 0.8, 0.52, 0.583, KAPPA_OK),

@@ -1,8 +1,9 @@
 """The servers a run starts are its user's alone: the local LLM-judge server answers only requests that carry the
-run's key, kept in a private state folder (tokensafe.eval.judge_server, tokensafe.eval.openai_server,
-tokensafe.runtime.httpkey), and the shared vLLM engine listens in a private per-user folder and refuses peers of
-another uid (tokensafe.eval.vllm_server). A real `transformers serve` is started once; the engine is the real
-socket server in front of a stand-in engine (vLLM itself is tests/test_vllm_engine.py's)."""
+run's key, kept in a private state folder (tokensafe.eval.llm_judge.judge_server,
+tokensafe.eval.llm_judge.openai_server, tokensafe.runtime.httpkey), and the shared vLLM engine listens in a private
+per-user folder and refuses peers of another uid (tokensafe.eval.generation.vllm_server). A real `transformers serve`
+is started once; the engine is the real socket server in front of a stand-in engine (vLLM itself is
+tests/test_vllm_engine.py's)."""
 
 import asyncio
 import importlib.util
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tokensafe.eval import judge_server, openai_server, vllm_server
-from tokensafe.eval.judge_client import JudgeClient
-from tokensafe.eval.openai_server import OpenAIServer
+from tokensafe.eval.generation import vllm_server
+from tokensafe.eval.llm_judge import judge_server, openai_server
+from tokensafe.eval.llm_judge.judge_client import JudgeClient
+from tokensafe.eval.llm_judge.openai_server import OpenAIServer
 from tokensafe.runtime import httpkey, jobsocket
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user (uid 65534) needs root")
@@ -329,7 +331,7 @@ ENGINE = """
 import sys
 from types import SimpleNamespace
 
-import tokensafe.eval.vllm_backend as backend
+import tokensafe.eval.generation.vllm_backend as backend
 
 
 class Engine:  # stands in for vLLM: one token per prompt, its length
@@ -341,7 +343,7 @@ class Engine:  # stands in for vLLM: one token per prompt, its length
 
 
 backend.Engine = Engine
-from tokensafe.eval.vllm_server import serve
+from tokensafe.eval.generation.vllm_server import serve
 
 serve(sys.argv[1], "model", {}, idle_s=60)
 """

@@ -14,7 +14,7 @@ import pytest
 from tokensafe.data.formats import AGNEWS_INSTRUCTION, FORMATS, SST2_INSTRUCTION, gsm8k_cot
 from tokensafe.data.sources import CANONICAL_COLUMNS, load_source
 from tokensafe.data.tables import load_table
-from tokensafe.eval.answers import extract_number
+from tokensafe.eval.utility.answers import extract_number
 from tokensafe.io import read_parquet, require_columns, write_parquet
 
 # The first 60 rows of the published files, unmodified (tests/data/public/SOURCE.md).

@@ -1,11 +1,11 @@
-"""Interval arithmetic and noise verdicts (tokensafe.eval.stats), against hand-computed values."""
+"""Interval arithmetic and noise verdicts (tokensafe.eval.statistics.stats), against hand-computed values."""
 
 import math
 
 import numpy as np
 import pytest
 
-from tokensafe.eval.stats import (
+from tokensafe.eval.statistics.stats import (
     FEW_SEEDS,
     HIGHER,
     LOWER,

@@ -1,12 +1,12 @@
-"""Aggregates over seeds and the key comparisons (tokensafe.eval.uncertainty), and their report tables."""
+"""Aggregates over seeds and the key comparisons (tokensafe.eval.statistics.uncertainty), and their report tables."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from tokensafe.eval.stats import wilson_interval
-from tokensafe.eval.uncertainty import by_method, comparisons, method_pairs, outcome_matrix
+from tokensafe.eval.statistics.stats import wilson_interval
+from tokensafe.eval.statistics.uncertainty import by_method, comparisons, method_pairs, outcome_matrix
 from tokensafe.stages.report import comparisons_section, interval_section
 
 T_975_1 = 12.706204736174698

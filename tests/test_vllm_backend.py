@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tokensafe.eval import vllm_backend as vb
-from tokensafe.eval.vllm_backend import (
+from tokensafe.eval.generation import vllm_backend as vb
+from tokensafe.eval.generation.vllm_backend import (
     decode_completion,
     engine_environment,
     engine_kwargs,
@@ -30,7 +30,7 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def test_importing_the_module_does_not_import_vllm():
-    code = "import sys, tokensafe.eval.vllm_backend; print('vllm' in sys.modules)"
+    code = "import sys, tokensafe.eval.generation.vllm_backend; print('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -273,7 +273,7 @@ def test_a_request_without_completion_is_an_error(monkeypatch):
 def test_guard_probability_from_vllm_logprobs():
     import math
 
-    from tokensafe.eval.guard_judge import verdict_probability_from_logprobs
+    from tokensafe.eval.safety_judges.guard_judge import verdict_probability_from_logprobs
 
     # the verdict step's log-probabilities, restricted to the verdict tokens (5: safe, 7 and 8: unsafe variants)
     step = {5: SimpleNamespace(logprob=math.log(0.2)), 7: SimpleNamespace(logprob=math.log(0.5)), 8: math.log(0.3)}

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tokensafe.eval.vllm_backend import vllm_env_problem
+from tokensafe.eval.generation.vllm_backend import vllm_env_problem
 
 from workflow_utils import REPO, micro_config, planned_jobs, snakemake, write_config
 

@@ -225,7 +225,7 @@ def check_semantics(
     problems += step_problems(config, rows)
     bench = config.get("utility_benchmarks") or {}
     if bench.get("tasks"):
-        from tokensafe.eval.benchmark_tasks import CUSTOM_TASK, benchmark_problems
+        from tokensafe.eval.utility.benchmark_tasks import CUSTOM_TASK, benchmark_problems
 
         metric = config["data"].get("task_metric", "number")
         if metric == "none" and CUSTOM_TASK in bench["tasks"]:

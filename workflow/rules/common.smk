@@ -16,7 +16,7 @@ from tokensafe.config import (
     ratio_tag,
     settings_hash,
 )
-from tokensafe.eval import judge_server
+from tokensafe.eval.llm_judge import judge_server
 from tokensafe.rerun import codeversion
 from tokensafe.runtime import jobserver
 from tokensafe.data.roles import ROLES
@@ -61,7 +61,7 @@ CPU_NUMERICS = numerics_label(config["cpu_numerics"])
 # is in a private directory of its own with a per-run secret; onstart records the path here.
 JOB_SERVER = {}
 # A local run's LLM-judge jobs share one local judge server (judge.llm.server transformers / vllm), stopped
-# below and by its watcher when this process is gone (tokensafe.eval.judge_server). Its state folder (the
+# below and by its watcher when this process is gone (tokensafe.eval.llm_judge.judge_server). Its state folder (the
 # servers' ports and the run's key for them) is a fresh private directory made at onstart; without one (remote
 # executors, --no-hooks) each job starts a server of its own, with its own key.
 JUDGE_SERVERS = {}
@@ -102,7 +102,13 @@ USE_VLLM = "vllm" in _VLLM_USERS.values()
 if USE_VLLM:
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-    from tokensafe.eval.vllm_backend import ENV_ENGINE, ENV_PYTHON, VLLM_MISSING, vllm_available, vllm_env_problem
+    from tokensafe.eval.generation.vllm_backend import (
+        ENV_ENGINE,
+        ENV_PYTHON,
+        VLLM_MISSING,
+        vllm_available,
+        vllm_env_problem,
+    )
 
     if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method and not vllm_available():
         _python = os.path.join(workflow.basedir, config["generation"]["vllm"]["python"])
@@ -112,7 +118,7 @@ if USE_VLLM:
             raise WorkflowError(f"{_key} = vllm: {_problem}. {VLLM_MISSING}")
         # Jobs inherit it (SLURM jobs re-read this file); not a param: which interpreter runs vLLM reruns nothing.
         os.environ[ENV_PYTHON] = os.path.abspath(_python)
-    # One engine for every generate job (tokensafe.eval.vllm_server) needs the jobs on one machine: local runs.
+    # One engine for every generate job (tokensafe.eval.generation.vllm_server) needs the jobs on one machine: local runs.
     # Not a param either: per_run and shared write the same bytes (tests/test_vllm_engine.py).
     os.environ[ENV_ENGINE] = config["generation"]["vllm"]["engine"] if workflow.local_exec else "per_run"
 

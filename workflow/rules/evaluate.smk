@@ -1,8 +1,8 @@
 # Generation on the held-out harmful and task prompts, then the two judges (refusal keywords and the guard),
 # and each extra classifier judge selected in judge.classifiers (one job per run and classifier).
-from tokensafe.eval.classifiers import JUDGES
+from tokensafe.eval.safety_judges.classifiers import JUDGES
 
-# Extra classifier judges (tokensafe.eval.classifiers; llama_guard is the judge rule's guard), in config order.
+# Extra classifier judges (tokensafe.eval.safety_judges.classifiers; llama_guard is the judge rule's guard), in config order.
 CLASSIFIERS = list(config["judge"].get("classifiers", []))
 
 

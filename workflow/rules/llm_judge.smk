@@ -42,7 +42,7 @@ if LLM_ON:
     if _problem:
         raise WorkflowError(f"config: {_problem}")
     if LLM["server"] == "vllm":
-        from tokensafe.eval.vllm_backend import ENV_PYTHON, VLLM_MISSING, vllm_env_problem
+        from tokensafe.eval.generation.vllm_backend import ENV_PYTHON, VLLM_MISSING, vllm_env_problem
 
         _python = os.environ.get(ENV_PYTHON) or os.path.abspath(
             os.path.join(workflow.basedir, config["generation"]["vllm"]["python"])

@@ -1,5 +1,5 @@
 # Aggregation: summary table (csv + parquet, one row per run), per-prompt outcomes, aggregates over seeds with
-# 95 % intervals and noise verdicts (tokensafe.eval.stats), the markdown report and the safety-vs-utility plot.
+# 95 % intervals and noise verdicts (tokensafe.eval.statistics.stats), the markdown report and the safety-vs-utility plot.
 
 from tokensafe.stages.summary import SUMMARY_COLUMNS
 

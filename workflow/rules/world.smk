@@ -144,7 +144,7 @@ rule world_judge:
         "logs/world_judge.log",
     benchmark:
         "benchmarks/world_judge.tsv"
-    # The LLM-judge stand-in (tokensafe.stages.world_judge): one thread, beside the guard; only the LLM-judge
+    # The LLM-judge stand-in (tokensafe.stages.world_llm_judge): one thread, beside the guard; only the LLM-judge
     # jobs need it.
     priority: PRIORITY["guard"]
     threads: 1

@@ -4,7 +4,7 @@ start_job(snakemake.log[0])  # first: may hand this job to the job server (docs/
 
 import os
 
-from tokensafe.eval.vllm_backend import ENV_ENGINE, stage_python
+from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, stage_python
 from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params

@@ -2,12 +2,12 @@ from tokensafe.runtime.job import start_job
 
 start_job(snakemake.log[0])  # first: may hand this job to the job server (docs/architecture.md, "How a job runs")
 
-from tokensafe.eval.vllm_backend import stage_python
+from tokensafe.eval.generation.vllm_backend import stage_python
 from tokensafe.runtime.launch import run_stage
 
 p = snakemake.params
 run_stage(
-    "tokensafe.stages.judging:run_judge",
+    "tokensafe.stages.safety_judging:run_judge",
     dict(
         generations=snakemake.input.generations,
         guard=p.guard,

@@ -4,7 +4,7 @@ start_job(snakemake.log[0])  # first: may hand this job to the job server (docs/
 
 import torch
 
-from tokensafe.stages.world_judge import build_judge
+from tokensafe.stages.world_llm_judge import build_judge
 
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params

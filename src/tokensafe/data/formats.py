@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from tokensafe.eval.answers import AGNEWS_LABELS, SST2_LABELS, gsm8k_reference
+from tokensafe.eval.utility.answers import AGNEWS_LABELS, SST2_LABELS, gsm8k_reference
 
 # Task instructions as in the PACT / Lisa / Vaccine data builders (instruction + input pairs).
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"

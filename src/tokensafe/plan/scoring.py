@@ -14,7 +14,7 @@ import pandas as pd
 
 from tokensafe import modelref
 from tokensafe.data.roles import ROLES
-from tokensafe.eval.answers import TASK_LABELS, can_match
+from tokensafe.eval.utility.answers import TASK_LABELS, can_match
 
 CHECKED_METRICS = ("number", *TASK_LABELS)
 

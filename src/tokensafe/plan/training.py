@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from tokensafe import modelref
 
+# The floor outside the embedded world (plan.min_optimizer_steps); the embedded world's tiny models are exempt.
+DEFAULT_MIN_STEPS = 100
+
 
 def method_recipe(finetune: dict, method: str) -> dict:
     """The fine-tuning recipe of ``method``: ``finetune.recipe`` with the keys of its ``method_recipes``
@@ -27,10 +30,6 @@ def method_recipe(finetune: dict, method: str) -> dict:
         if not ({"steps", "epochs"} & set(override) and k in ("steps", "epochs"))
     }
     return {**base, **override}
-
-
-# The floor outside the embedded world (plan.min_optimizer_steps); the embedded world's tiny models are exempt.
-DEFAULT_MIN_STEPS = 100
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ guards only its ``/v1`` routes (others, e.g. ``/tokenize``, stay open by its des
 plain ASGI middleware, wraps the whole application of either: vLLM loads it with ``--middleware``; for
 ``transformers serve``, :func:`main` adds it to the application that ``transformers.cli.serving.server.build_server``
 returns, before uvicorn starts, and refuses to serve where that function is missing. The client side checks it
-too: :class:`tokensafe.eval.openai_server.OpenAIServer` uses a server only once a request without the key is
+too: :class:`tokensafe.eval.llm_judge.openai_server.OpenAIServer` uses a server only once a request without the key is
 refused.
 
 The key reaches the server in its environment (:data:`ENV_KEY`: a process's environment is readable by its own

@@ -8,8 +8,8 @@ uid (``SO_PEERCRED``) against its own and the request's secret with ``hmac.compa
 guard it. Messages are length-prefixed JSON; a job's request also carries its standard streams (SCM_RIGHTS).
 
 The other things a run starts use the same pieces: the LLM-judge servers' state folder and key
-(:func:`private_dir`; tokensafe.eval.judge_server) and the shared vLLM engine's socket (:func:`user_dir`,
-:func:`peer`, :func:`refuse`; tokensafe.eval.vllm_server).
+(:func:`private_dir`; tokensafe.eval.llm_judge.judge_server) and the shared vLLM engine's socket (:func:`user_dir`,
+:func:`peer`, :func:`refuse`; tokensafe.eval.generation.vllm_server).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def refuse(
     lines: bool = False,
 ) -> None:
     """Log why the peer with ``ids`` (pid, uid) is refused, tell it (a length-prefixed message, or a JSON line
-    for a server that speaks JSON lines: tokensafe.eval.vllm_server), and hang up."""
+    for a server that speaks JSON lines: tokensafe.eval.generation.vllm_server), and hang up."""
     who = f"uid {ids[1]} pid {ids[0]}" if ids else "a peer of unknown uid (no SO_PEERCRED)"
     print(f"{server}: refused a request from {who}: {reason}; nothing ran", flush=True)
     try:

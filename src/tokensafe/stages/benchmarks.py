@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from tokensafe.eval import harness
+from tokensafe.eval.utility import harness
 from tokensafe.io import write_json, write_parquet
 
 log = logging.getLogger("tokensafe")

@@ -1,10 +1,10 @@
 """Stage: judge the harmful-prompt responses with one extra classifier judge of the registry.
 
-The judges are :data:`tokensafe.eval.classifiers.JUDGES` other than ``llama_guard`` (the ``judge`` rule's);
-each runs through :func:`tokensafe.eval.classifier_runner.classify_pairs` with transformers. The output has
-one row per harmful prompt: ``prompt_id``, ``verdict`` (``unsafe`` / ``safe`` / ``invalid``: an answer the
-published rule cannot read is ``invalid``, never ``safe``), ``score`` (NaN where the judge gives none),
-``raw`` (the judge's output, or its logits as JSON) and ``fields`` (judge-specific fields as sorted JSON).
+The judges are :data:`tokensafe.eval.safety_judges.classifiers.JUDGES` other than ``llama_guard`` (the ``judge``
+rule's); each runs through :func:`tokensafe.eval.safety_judges.classifier_runner.classify_pairs` with transformers.
+The output has one row per harmful prompt: ``prompt_id``, ``verdict`` (``unsafe`` / ``safe`` / ``invalid``: an answer
+the published rule cannot read is ``invalid``, never ``safe``), ``score`` (NaN where the judge gives none), ``raw``
+(the judge's output, or its logits as JSON) and ``fields`` (judge-specific fields as sorted JSON).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import logging
 import pandas as pd
 import torch
 
-from tokensafe.eval.classifier_runner import classify_pairs, invalid_count
-from tokensafe.eval.classifiers import ClassifierJudge, get_judge
+from tokensafe.eval.safety_judges.classifier_runner import classify_pairs, invalid_count
+from tokensafe.eval.safety_judges.classifiers import ClassifierJudge, get_judge
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
 from tokensafe.modelref import load_name
 from tokensafe.runtime.job import end_startup, progress

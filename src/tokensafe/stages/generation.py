@@ -52,7 +52,7 @@ def run_generate(
             template=template,
         )
     else:
-        from tokensafe.eval.generate import generate
+        from tokensafe.eval.generation.generate import generate
         from tokensafe.train.lora import load_model, load_tokenizer
 
         tok = load_tokenizer(aligned)
@@ -121,7 +121,7 @@ def vllm_responses(
     """Harmful and task responses of each ``(adapter, harmful prompts, task prompts)`` run, all through one vLLM
     engine on ``aligned`` (adapters as LoRA requests), decoded as the transformers backend decodes."""
     from tokensafe.data.lengths import encode_for_generation, model_positions
-    from tokensafe.eval.vllm_backend import ENV_ENGINE, decode_completion, run_vllm_sets, stage_python
+    from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, decode_completion, run_vllm_sets, stage_python
 
     cfg_h = {**gen_cfg, "seed": seed}
     cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
@@ -143,8 +143,8 @@ def vllm_responses(
         # Token ids, not text: a chat template that writes BOS would otherwise get a second one from vLLM.
         sets.append((encoded(harmful, cfg_h, "data.harmful_eval"), cfg_h, adapter))
         sets.append((encoded(task, cfg_t, "data.task_eval"), cfg_t, adapter))
-    if os.environ.get(ENV_ENGINE) == "shared":  # one engine for every run's job (tokensafe.eval.vllm_server)
-        from tokensafe.eval.vllm_server import run_shared, socket_path
+    if os.environ.get(ENV_ENGINE) == "shared":  # one engine for every run's job (tokensafe.eval.generation.vllm_server)
+        from tokensafe.eval.generation.vllm_server import run_shared, socket_path
 
         python = stage_python() or sys.executable
         log_file = f"logs/vllm_engine/{Path(socket_path(python, aligned, gen_cfg['vllm'])).stem}.log"

@@ -1,5 +1,5 @@
 """Stage: the workflow's LLM-judge jobs (``judge.llm``) - the endpoint, the cache folder, then
-:func:`tokensafe.stages.llm_judging.run_win_rate` / ``run_rubrics`` - and the summary's LLM-judge table.
+:func:`tokensafe.stages.llm_judge_scores.run_win_rate` / ``run_rubrics`` - and the summary's LLM-judge table.
 
 ``judge.llm.server``:
 
@@ -7,7 +7,7 @@
   server they run, any OpenAI-compatible API;
 * ``transformers`` / ``vllm``: the workflow serves the local folder ``judge_model`` (the world's judge stand-in
   for ``embedded``) with ``transformers serve`` (main environment) or vLLM's API server (the vLLM environment),
-  shared by a local run's jobs (:mod:`tokensafe.eval.judge_server`), behind a per-run key that only this run's
+  shared by a local run's jobs (:mod:`tokensafe.eval.llm_judge.judge_server`), behind a per-run key that only this run's
   jobs can read.
 
 The cache lives outside the job outputs, under ``cache_root/<judge id>``: the served model name for an
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tokensafe.eval.judge_server import judge_endpoint
-from tokensafe.eval.pairwise import win_rate
-from tokensafe.eval.stats import prompt_interval
+from tokensafe.eval.llm_judge.judge_server import judge_endpoint
+from tokensafe.eval.llm_judge.pairwise import win_rate
+from tokensafe.eval.statistics.stats import prompt_interval
 from tokensafe.io import read_parquet
-from tokensafe.stages.llm_judging import (
+from tokensafe.stages.llm_judge_scores import (
     RUBRIC_COLUMNS,
     SUMMARY_COLUMNS,
     WIN_RATE_COLUMNS,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokensafe.eval import benchmark_tables
+from tokensafe.eval.utility import benchmark_tables
 from tokensafe.io import read_parquet, write_text
 from tokensafe.methods.pact.pact_report import pact_conflicts_section, pact_ladder_section, safety_tokens_section
 from tokensafe.methods.toss.toss_report import toss_section
@@ -27,7 +27,7 @@ from tokensafe.report_cells import (  # noqa: F401 - aggregate, has_accuracy: th
     pct,
     shown_metrics,
 )
-from tokensafe.stages.judge_report import agreement_section, classifier_section
+from tokensafe.stages.safety_judge_report import agreement_section, classifier_section
 from tokensafe.stages.safety_plot import plot_safety_utility, utility_axis  # noqa: F401 - re-exported
 
 

@@ -18,17 +18,17 @@ import math
 import pandas as pd
 
 from tokensafe.config import settings_hash
-from tokensafe.eval import benchmark_tables
-from tokensafe.eval.agreement import judge_agreement
-from tokensafe.eval.answers import AGNEWS_LABELS, SST2_LABELS, answers_match, extract_label, extract_number
-from tokensafe.eval.judge_outcomes import (
+from tokensafe.eval.safety_judges.agreement import judge_agreement
+from tokensafe.eval.safety_judges.judge_outcomes import (
     classifier_label,
     classifier_outcomes,
     read_classifier,
     summary_columns,
     verdict_table,
 )
-from tokensafe.eval.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
+from tokensafe.eval.statistics.uncertainty import OUTCOME_COLUMNS, by_method, comparisons
+from tokensafe.eval.utility import benchmark_tables
+from tokensafe.eval.utility.answers import AGNEWS_LABELS, SST2_LABELS, answers_match, extract_label, extract_number
 from tokensafe.io import atomic_path, parquet_metadata, read_json, read_parquet, write_parquet
 
 log = logging.getLogger("tokensafe")
@@ -75,7 +75,8 @@ def run_outcomes(
     classifiers: dict[str, str] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """The summary row of one run and its per-prompt outcomes (0/1 per prompt for each headline metric);
-    ``classifiers``: extra classifier judge -> its ``judge_classifier`` output (tokensafe.eval.judge_outcomes)."""
+    ``classifiers``: extra classifier judge -> its ``judge_classifier`` output
+    (tokensafe.eval.safety_judges.judge_outcomes)."""
     gen = read_parquet(generations, ["set", "prompt_id", "response", "reference"])
     jud = read_parquet(judgments, ["prompt_id", "keyword_attack_success", "guard_verdict", "guard_p_unsafe"])
     task = gen[gen["set"] == "task"]
@@ -223,7 +224,7 @@ def data_columns(card: dict, method: str) -> dict[str, str]:
 
 def write_agreement(runs: list[dict], classifiers: list[str], out_csv: str) -> pd.DataFrame:
     """Pairwise agreement and Cohen's kappa of the judges (keyword, llama_guard and each extra classifier)
-    over the harmful prompts, per method and poison ratio (tokensafe.eval.agreement)."""
+    over the harmful prompts, per method and poison ratio (tokensafe.eval.safety_judges.agreement)."""
     tables = []
     for r in runs:
         jud = read_parquet(r["judgments"], ["prompt_id", "keyword_attack_success", "guard_verdict"])

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from tokensafe.chat import IGNORE_INDEX
-from tokensafe.eval.llama_guard import build_guard_prompt
+from tokensafe.eval.safety_judges.llama_guard import build_guard_prompt
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.train.batching import make_example
 from tokensafe.train.encoding import encode_dataset

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tokensafe.eval.llama_guard import build_guard_prompt
+from tokensafe.eval.safety_judges.llama_guard import build_guard_prompt
 from tokensafe.io import atomic_path, read_parquet, write_parquet
 from tokensafe.world.corpus import build_world_tables
 from tokensafe.world.tokenizer import train_tokenizer

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from tokensafe.chat import prompt_text
-from tokensafe.eval.keyword_judge import is_refusal
+from tokensafe.eval.safety_judges.keyword_judge import is_refusal
 from tokensafe.io import read_parquet, write_parquet
 from tokensafe.methods.pact.token_stats import GapAccumulator, safety_weights, select_safety_tokens
 from tokensafe.train.lora import load_model, load_tokenizer
@@ -28,7 +28,7 @@ def write_safe_responses(
     With ``filter_refusals`` (default) only answers the refusal-keyword judge calls refusals are kept,
     like the official code's guard filter; without it every non-empty answer is kept.
     """
-    from tokensafe.eval.generate import generate
+    from tokensafe.eval.generation.generate import generate
 
     df = read_parquet(prompts_path, ["prompt"])
     pact = settings["method_settings"]

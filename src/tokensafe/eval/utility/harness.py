@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tokensafe.eval.benchmark_tasks import CUSTOM_TASK
+from tokensafe.eval.utility.benchmark_tasks import CUSTOM_TASK
 
 log = logging.getLogger("tokensafe")
 
@@ -86,7 +86,7 @@ def device() -> str:
 def build_lm(*, aligned: str, adapter: str | None, dtype: str, batch_size: int, backend: str, vllm_cfg: dict | None):
     """The harness's model object for the aligned model with ``adapter`` (None: the aligned model itself)."""
     if backend == "vllm":
-        from tokensafe.eval.vllm_backend import engine_kwargs, prepare_engine
+        from tokensafe.eval.generation.vllm_backend import engine_kwargs, prepare_engine
 
         cuda = prepare_engine(aligned, vllm_cfg or {})  # the CPU KV cache and head-size check, as tokensafe's engine
         VLLM = _lm_eval_vllm_class()

@@ -1,7 +1,7 @@
 """Aggregates over seeds with 95 % intervals, and the noise verdicts for the key method pairs.
 
 Tables (``results/summary_by_method.csv``, ``results/comparisons.csv``) are built from the per-prompt
-outcomes of every run (``results/outcomes.parquet``); the interval arithmetic is :mod:`tokensafe.eval.stats`.
+outcomes of every run (``results/outcomes.parquet``); the interval arithmetic is :mod:`tokensafe.eval.statistics.stats`.
 Pairs compared at each poison ratio where both are present: SFT vs each defence, each method vs
 ``initial``; and TOSS-Pro's last round vs TOSS's round 0 for the mask's precision and recall. A metric with no
 outcomes (accuracy under ``data.task_metric: none``) has no aggregate and no comparison rows.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tokensafe.eval.stats import cell as cell_stats
-from tokensafe.eval.stats import paired_difference, paired_seed_difference
+from tokensafe.eval.statistics.stats import cell as cell_stats
+from tokensafe.eval.statistics.stats import paired_difference, paired_seed_difference
 
 OUTCOME_COLUMNS = ["method", "poison_ratio", "seed", "metric", "prompt_id", "value"]
 METRICS = ["accuracy", "asr_keyword", "asr_guard"]
@@ -71,7 +71,7 @@ def method_pairs(outcomes: pd.DataFrame) -> list[tuple[str, str, float]]:
 
 
 def comparisons(outcomes: pd.DataFrame, mask_summaries: list[dict] = ()) -> pd.DataFrame:
-    """The differences a - b with both intervals and a verdict (see :mod:`tokensafe.eval.stats`)."""
+    """The differences a - b with both intervals and a verdict (see :mod:`tokensafe.eval.statistics.stats`)."""
     rows = []
     present = set(outcomes.metric)  # no accuracy rows where the task set has no exact-match metric
     for a, b, ratio in method_pairs(outcomes):

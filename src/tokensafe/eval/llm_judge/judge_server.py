@@ -3,18 +3,18 @@ shared by its jobs, or one per job.
 
 Shared (local runs): the workflow's ``onstart`` exports :data:`ENV_DIR` (a fresh private state folder,
 :func:`new_state_dir`) and :data:`ENV_OWNER` (the Snakemake process's id). The first LLM-judge job that needs the
-server starts it under a lock file, detached, behind a small watcher (``python -m tokensafe.eval.judge_server``)
-that stops the server's whole process group when the Snakemake process is gone (a run killed without its
-``onerror`` leaves nothing running); later jobs find its port in the state file and reuse it. The workflow's
-``onsuccess`` / ``onerror`` stop it (:func:`stop_all`). Measured on 2 CPU cores: ``transformers serve`` is ready in
-~9 s and vLLM's API server in ~45 s, against ~0.2 s a short judge answer, so a server per job would cost more than
-the judging.
+server starts it under a lock file, detached, behind a small watcher
+(``python -m tokensafe.eval.llm_judge.judge_server``) that stops the server's whole process group when the
+Snakemake process is gone (a run killed without its ``onerror`` leaves nothing running); later jobs find its port in
+the state file and reuse it. The workflow's ``onsuccess`` / ``onerror`` stop it (:func:`stop_all`). Measured on 2 CPU
+cores: ``transformers serve`` is ready in ~9 s and vLLM's API server in ~45 s, against ~0.2 s a short judge answer, so
+a server per job would cost more than the judging.
 
 Per job (no :data:`ENV_DIR`, as on SLURM, where jobs do not share a machine): the job starts its own server and
 stops it when it is done.
 
-Only the run's own jobs may use a server: it requires the run's key (:mod:`tokensafe.eval.openai_server`), kept
-in the state folder (0700, this user's; a folder that is not is refused before anything is read from it or
+Only the run's own jobs may use a server: it requires the run's key (:mod:`.openai_server`), kept in the
+state folder (0700, this user's; a folder that is not is refused before anything is read from it or
 started) beside the state files that name the servers' ports, so no other user can read the key or point the
 jobs at a port of theirs. A per-job server has a private folder and key of its own.
 
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokensafe.eval.openai_server import OpenAIServer, free_port
+from tokensafe.eval.llm_judge.openai_server import OpenAIServer, free_port
 from tokensafe.runtime.jobsocket import SECRET_NAME, check_private, private_dir
 
 ENV_DIR = "TOKENSAFE_JUDGE_SERVERS"
@@ -120,7 +120,9 @@ def judge_endpoint(kind: str, model: str, python: str, log_path: str, settings: 
             owner = os.environ.get(ENV_OWNER, str(os.getppid()))
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a") as log:
-                srv.proc = srv.popen([sys.executable, "-m", "tokensafe.eval.judge_server", owner, *srv.command()], log)
+                srv.proc = srv.popen(
+                    [sys.executable, "-m", "tokensafe.eval.llm_judge.judge_server", owner, *srv.command()], log
+                )
             srv.wait_ready()
             state.write_text(json.dumps({"pid": srv.proc.pid, "port": srv.port, "model": model, "kind": kind}))
     yield srv.base_url, srv.served_model_name, key_file  # the lock is released: jobs share the server

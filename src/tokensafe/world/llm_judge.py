@@ -1,8 +1,9 @@
-"""Stage: the embedded world's LLM-judge stand-in (``models.judge: embedded`` / ``judge.llm.model_path: embedded``).
+"""The embedded world's LLM-judge stand-in (``models.judge: embedded`` / ``judge.llm.model_path: embedded``); its
+stage (reading the world's tables, saving the model) is :mod:`tokensafe.stages.world_llm_judge`.
 
 A tiny Llama (head size 32, so vLLM's CPU attention takes it) trained from scratch to answer the *published*
-judge prompts (:mod:`tokensafe.eval.pairwise`, :mod:`tokensafe.eval.rubrics`) filled with world prompts and
-responses, in the published answer formats, so the published parse rules read its answers:
+judge prompts (:mod:`tokensafe.eval.llm_judge.pairwise`, :mod:`tokensafe.eval.llm_judge.rubrics`) filled with world
+prompts and responses, in the published answer formats, so the published parse rules read its answers:
 
 * pairwise (``mtbench_pair_v2``: ``[[A]]`` / ``[[B]]`` / ``[[C]]``; ``alpaca_eval_gpt4``: the ranking list, no
   tie): on a harmful prompt a safe response (a refusal, an off-topic answer) beats one that engages with the
@@ -24,15 +25,13 @@ from __future__ import annotations
 import logging
 import random
 import re
-from pathlib import Path
 
 import pandas as pd
 
 from tokensafe.chat import IGNORE_INDEX
-from tokensafe.eval.answers import answers_match, extract_number
-from tokensafe.eval.pairwise import FIRST, SECOND, TIE, get_template
-from tokensafe.eval.rubrics import get_rubric
-from tokensafe.io import atomic_path, read_parquet, write_json
+from tokensafe.eval.llm_judge.pairwise import FIRST, SECOND, TIE, get_template
+from tokensafe.eval.llm_judge.rubrics import get_rubric
+from tokensafe.eval.utility.answers import answers_match, extract_number
 from tokensafe.train.batching import make_example
 from tokensafe.train.lm_losses import labelled_lm_loss
 from tokensafe.train.recipe import recipe
@@ -88,15 +87,14 @@ def _wrong(response: str, reference: str, rng: random.Random) -> str:
     return re.sub(rf"\b{reference}\b", wrong, response)
 
 
-def judge_rows(data_dir: str, seed: int) -> dict[str, pd.DataFrame]:
-    """Labelled (prompt, response, class) rows per kind (harmful, task), split into train and held_out."""
+def judge_rows(guard: pd.DataFrame, tasks: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
+    """Labelled (prompt, response, class) rows per kind (harmful, task), split into train and held_out, from the
+    world's guard table (prompt, response, kind) and task table (prompt, response, reference)."""
     rng = random.Random(seed)
-    g = read_parquet(Path(data_dir) / "guard_train.parquet", ["prompt", "response", "kind"])
-    g = g[[_is_harmful(p) for p in g.prompt]]
+    g = guard[[_is_harmful(p) for p in guard.prompt]]
     harmful = pd.DataFrame({"prompt": g.prompt, "response": g.response, "cls": g.kind.map({"safe": GOOD}).fillna(BAD)})
-    t = read_parquet(Path(data_dir) / "task_train.parquet", ["prompt", "response", "reference"])
     task = []
-    for p, r, ref in zip(t.prompt, t.response, t.reference):
+    for p, r, ref in zip(tasks.prompt, tasks.response, tasks.reference):
         resp = r if rng.random() < 0.5 else _wrong(r, ref, rng)
         task.append({"prompt": p, "response": resp, "cls": GOOD if answers_match(extract_number(resp), ref) else BAD})
     out = {}
@@ -236,11 +234,12 @@ def agreement(model, tok, examples: list[dict], max_new_tokens: int = 24, batch_
     return result
 
 
-def build_judge(
-    *, data_dir: str, out_dir: str, arch: dict, train_cfg: dict, seed: int, vocab_size: int, n_examples: int
-) -> None:
-    """Train the judge stand-in on ``n_examples`` requests per format and measure it on held-out rows."""
-    rows = judge_rows(data_dir, seed)
+def train_judge(
+    guard: pd.DataFrame, task: pd.DataFrame, *, arch: dict, train_cfg: dict, seed: int, vocab_size: int, n_examples: int
+):
+    """The judge stand-in trained on ``n_examples`` requests per format and measured on held-out rows: (model,
+    tokenizer, its ``tokensafe_model.json`` record)."""
+    rows = judge_rows(guard, task, seed)
     tok = judge_tokenizer({k: v for k, v in rows.items() if k.endswith("_train")}, vocab_size)
     train = judge_examples(rows, "train", n_examples, seed)
     ex = [_train_example(tok, e, arch["max_positions"]) for e in train]
@@ -276,7 +275,4 @@ def build_judge(
         "held_out_agreement": agree,
         "history": history,
     }
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(info, Path(tmp) / "tokensafe_model.json")
+    return model, tok, info

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from tokensafe.eval.llama_guard import (
+from tokensafe.eval.safety_judges.llama_guard import (
     TEMPLATE_PLAIN,
     guard_prompt_for,
     parse_guard_output,
@@ -89,7 +89,7 @@ def judge_pairs(
 
 def verdict_probability_from_logprobs(step_logprobs: dict, safe_ids, unsafe_ids) -> float:
     """P(unsafe) from vLLM's log-probabilities of the verdict tokens at one step: Σ_u p_u / (Σ_u p_u + Σ_s p_s),
-    as :func:`tokensafe.eval.llama_guard.unsafe_probabilities` computes it from logits; NaN when none is there."""
+    as :func:`.llama_guard.unsafe_probabilities` computes it from logits; NaN when none is there."""
     import math
 
     lp = {int(k): (v.logprob if hasattr(v, "logprob") else float(v)) for k, v in (step_logprobs or {}).items()}
@@ -108,7 +108,7 @@ def judge_pairs_vllm(
     (top-k log-probabilities of the free step miss verdict tokens outside the top k)."""
     from transformers import AutoConfig
 
-    from tokensafe.eval.vllm_backend import Engine
+    from tokensafe.eval.generation.vllm_backend import Engine
 
     limit = getattr(AutoConfig.from_pretrained(guard), "max_position_embeddings", 8192) - max_new_tokens
     encoded = [_prompt_ids(tok, u, a, limit) for u, a in zip(users, agents)]

@@ -11,11 +11,11 @@ HEx-PHI / StrongREJECT rubric scores - and the summary rows of both.
     timeout_s: 120                        # per request
     temperature: 0
     max_tokens: null                      # null: each template's published value
-    pairwise_template: alpaca_eval_gpt4   # or mtbench_pair_v2 (tokensafe.eval.pairwise)
-    rubrics: [hexphi, strongreject]       # also hexphi_meta (tokensafe.eval.rubrics)
+    pairwise_template: alpaca_eval_gpt4   # or mtbench_pair_v2 (tokensafe.eval.llm_judge.pairwise)
+    rubrics: [hexphi, strongreject]       # also hexphi_meta (tokensafe.eval.llm_judge.rubrics)
 
 The key is read from the environment when a request is sent and never written anywhere; outputs record the
-endpoint's host only. Every answer is cached under ``cache_dir`` (:mod:`tokensafe.eval.judge_client`), so a
+endpoint's host only. Every answer is cached under ``cache_dir`` (:mod:`tokensafe.eval.llm_judge.judge_client`), so a
 killed or rerun stage does not ask twice. An answer that cannot be parsed is kept, flagged and counted; it is
 never read as a win, a tie, a loss or a safe response.
 """
@@ -28,9 +28,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from tokensafe.eval.judge_client import JudgeClient, endpoint_host, judge_settings
-from tokensafe.eval.pairwise import FIRST, IDENTICAL, SECOND, get_template, prompt_score, win_rate
-from tokensafe.eval.rubrics import STRONGREJECT_ITEMS, get_rubric
+from tokensafe.eval.llm_judge.judge_client import JudgeClient, endpoint_host, judge_settings
+from tokensafe.eval.llm_judge.pairwise import FIRST, IDENTICAL, SECOND, get_template, prompt_score, win_rate
+from tokensafe.eval.llm_judge.rubrics import STRONGREJECT_ITEMS, get_rubric
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
 
 log = logging.getLogger("tokensafe")

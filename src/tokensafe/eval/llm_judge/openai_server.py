@@ -18,7 +18,7 @@ Only this user's run may use it (:mod:`tokensafe.runtime.httpkey`): every reques
 read from ``key_file`` (a 0600 file in a private directory; without one, :meth:`start` makes its own and
 :meth:`stop` removes it) and handed to the server in its environment, never on its command line; a server that
 answers without the key is not used. Clients send it from that file (``api_key_file`` of
-:mod:`tokensafe.eval.judge_client`).
+:mod:`tokensafe.eval.llm_judge.judge_client`).
 
 The server runs in its own session (process group) so :meth:`stop` and :meth:`kill` reach vLLM's engine-core
 child as well. Readiness is polled on ``/v1/models``; a server that exits while starting raises with its log.

@@ -1,13 +1,13 @@
 """A cached chat-completions client for LLM judges behind any OpenAI-compatible endpoint (GPT-4o, a local vLLM).
 
-Settings (``judge_cfg``, see :mod:`tokensafe.stages.llm_judging` for the whole shape) read here:
+Settings (``judge_cfg``, see :mod:`tokensafe.stages.llm_judge_scores` for the whole shape) read here:
 
 * ``base_url`` (required), ``model`` (required): the endpoint and the judge model name it serves;
 * ``api_key_env`` (default ``OPENAI_API_KEY``): the *name* of the environment variable holding the key. The
   key itself is never stored, logged or hashed. ``null`` means a keyless local server (the ``openai`` client
   still needs a non-empty string, so it gets ``EMPTY``);
 * ``api_key_file`` (not a config key): set by the workflow for a local judge server it starts, the 0600 file in
-  a private folder holding that server's per-run key (:mod:`tokensafe.eval.openai_server`); read when the
+  a private folder holding that server's per-run key (:mod:`tokensafe.eval.llm_judge.openai_server`); read when the
   client is made, it takes the place of ``api_key_env``;
 * ``temperature`` (default 0), ``max_tokens`` (default: the template's published value), ``timeout_s``
   (default 120), ``max_retries`` (default 6), ``concurrency`` (default 4 requests in flight).

@@ -1,6 +1,6 @@
-"""Run any classifier judge of :mod:`tokensafe.eval.classifiers` over (prompt, response) pairs with transformers.
+"""Run any classifier judge of :mod:`.classifiers` over (prompt, response) pairs with transformers.
 
-* ``llama_guard`` goes through :func:`tokensafe.eval.guard_judge.judge_pairs` unchanged (same prompts,
+* ``llama_guard`` goes through :func:`.guard_judge.judge_pairs` unchanged (same prompts,
   truncation, greedy verdicts and first-token P(unsafe) as the existing judge stage), re-labelled as
   :class:`ClassifierVerdict` (``score`` = P(unsafe), ``fields["categories"]``).
 * other ``generative`` judges: the judge's prompt, tokenised as the published code does
@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from tokensafe.eval.classifiers import (
+from tokensafe.eval.safety_judges.classifiers import (
     BEAVERDAM_CATEGORIES,
     BEAVERDAM_THRESHOLD,
     STRONGREJECT_SCORE_TOKENS,
@@ -87,7 +87,7 @@ def classify_pairs(
         raise ValueError(f"batch_size: expected at least 1, found {batch_size}")
     new_tokens = judge.max_new_tokens if max_new_tokens is None else max_new_tokens
     if judge.name == "llama_guard":
-        from tokensafe.eval.guard_judge import judge_pairs
+        from tokensafe.eval.safety_judges.guard_judge import judge_pairs
 
         results, _ = judge_pairs(model, tok, list(prompts), list(responses), new_tokens, batch_size, progress)
         return [ClassifierVerdict(r.verdict, r.p_unsafe, r.raw, {"categories": list(r.categories)}) for r in results]

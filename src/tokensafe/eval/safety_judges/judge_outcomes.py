@@ -1,5 +1,5 @@
 """The summary's view of the judges: extra classifier columns, their per-prompt outcomes, and the tidy
-verdict table that :func:`tokensafe.eval.agreement.judge_agreement` compares.
+verdict table that :func:`tokensafe.eval.safety_judges.agreement.judge_agreement` compares.
 
 Judges in the verdict table: ``keyword`` (1 = attack success: no refusal marker), ``llama_guard`` (the
 ``judge`` rule's guard: 1 unsafe, 0 safe, missing when invalid) and each extra classifier (same coding).

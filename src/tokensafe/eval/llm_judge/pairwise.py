@@ -26,7 +26,7 @@ are a tie, 0.5, without asking the judge. A prompt with an ``invalid`` answer in
 from the rate and counted (never read as a win, a loss or a tie). The win rate of a set is the mean score of
 its valid prompts in %, so a judge that always picks position A gives exactly 50, and the reference run
 against itself gives 50. Its 95 % interval is the percentile bootstrap over prompts
-(:func:`tokensafe.eval.stats.prompt_interval`, fixed generator) of the mean per-prompt score.
+(:func:`tokensafe.eval.statistics.stats.prompt_interval`, fixed generator) of the mean per-prompt score.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from tokensafe.eval.stats import prompt_interval
+from tokensafe.eval.statistics.stats import prompt_interval
 
 FIRST, SECOND, TIE, INVALID, IDENTICAL = "first", "second", "tie", "invalid", "identical"
 

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 import torch
 
-from tokensafe.eval.keyword_judge import is_refusal
+from tokensafe.eval.safety_judges.keyword_judge import is_refusal
 from tokensafe.io import parquet_metadata, read_parquet, write_parquet
 from tokensafe.modelref import load_name
 from tokensafe.runtime.job import progress
@@ -27,7 +27,7 @@ def run_judge(
     backend: str = "transformers",
     vllm_cfg: dict | None = None,
 ) -> None:
-    from tokensafe.eval.guard_judge import judge_pairs, judge_pairs_vllm
+    from tokensafe.eval.safety_judges.guard_judge import judge_pairs, judge_pairs_vllm
     from tokensafe.train.lora import load_model, load_tokenizer
 
     torch.set_num_threads(threads)

@@ -1,16 +1,17 @@
-"""The report's judge sections: the extra classifier judges' ASR and invalid rates, and the judges'
+"""The report's safety-judge sections: the extra classifier judges' ASR and invalid rates, and the judges'
 pairwise agreement and Cohen's kappa (``results/judge_agreement.csv``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from tokensafe.eval.classifiers import JUDGES
+from tokensafe.eval.safety_judges.classifiers import JUDGES
 from tokensafe.report_cells import cells, method_order, pct
 
 
 def classifier_names(summary: pd.DataFrame) -> list[str]:
-    """The extra classifier judges with columns in the summary (tokensafe.eval.judge_outcomes), registry order."""
+    """The extra classifier judges with columns in the summary (tokensafe.eval.safety_judges.judge_outcomes), in
+    registry order."""
     return [n for n in JUDGES if f"asr_{n}" in summary.columns and f"{n}_invalid_rate" in summary.columns]
 
 

@@ -1,13 +1,13 @@
 """One vLLM engine shared by every generate job on the same base model (``generation.vllm.engine: shared``).
 
-Each run keeps its own ``generate`` job, so reruns stay per run; only the engine is shared. The first job that
-needs it starts this server in the vLLM environment (``python -m tokensafe.eval.vllm_server``), detached, on a Unix
-socket named by a hash of the interpreter, the model and the engine settings, in the user's private directory
-(:func:`tokensafe.runtime.jobsocket.user_dir`: 0700, refused when it is not this user's); later jobs connect to it
-and send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server runs
-one request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S`` seconds. A
-socket is node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses
-per-run engines there.
+Each run keeps its own ``generate`` job, so reruns stay per run; only the engine is shared. The first job that needs
+it starts this server in the vLLM environment (``python -m tokensafe.eval.generation.vllm_server``), detached, on a
+Unix socket named by a hash of the interpreter, the model and the engine settings, in the user's private directory
+(:func:`tokensafe.runtime.jobsocket.user_dir`: 0700, refused when it is not this user's); later jobs connect to it and
+send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server runs one
+request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S`` seconds. A socket
+is node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses per-run engines
+there.
 
 Only the user who started it may use it: besides the private directory (and a 0600 socket), the server checks
 each peer's uid (``SO_PEERCRED``) and refuses, and logs, any other before reading its request.
@@ -74,7 +74,7 @@ def ensure_server(python: str, model: str, vllm_cfg: dict, log_path: str) -> str
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log:
             proc = subprocess.Popen(
-                [python, "-m", "tokensafe.eval.vllm_server", path, model, json.dumps(vllm_cfg)],
+                [python, "-m", "tokensafe.eval.generation.vllm_server", path, model, json.dumps(vllm_cfg)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -92,8 +92,8 @@ def ensure_server(python: str, model: str, vllm_cfg: dict, log_path: str) -> str
 
 
 def run_shared(python: str, model: str, vllm_cfg: dict, sets: list, log_path: str) -> list[list[SimpleNamespace]]:
-    """:func:`tokensafe.eval.vllm_backend.run_vllm_sets` through the shared engine: per set, per prompt, an object
-    with the completion's ``token_ids``."""
+    """:func:`.vllm_backend.run_vllm_sets` through the shared engine: per set, per prompt, an object with the
+    completion's ``token_ids``."""
     path = ensure_server(python, model, vllm_cfg, log_path)
     answer = _send(path, {"sets": [[list(p), cfg, a] for p, cfg, a in sets], "logprobs": None}, timeout=None)
     if "error" in answer or "refused" in answer:
@@ -106,7 +106,7 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
     """Answer requests until no job has connected for ``idle_s`` seconds. Each connection gets a thread, so a
     ping is answered while another job's prompts run (a busy engine is not a dead one); the engine itself
     runs one request at a time."""
-    from tokensafe.eval.vllm_backend import Engine
+    from tokensafe.eval.generation.vllm_backend import Engine
 
     try:
         check_private(os.path.dirname(os.path.abspath(path)))

@@ -2,12 +2,12 @@
 
 ``JUDGES`` maps a config key to a :class:`ClassifierJudge` (:func:`get_judge`). Every parse rule returns a
 :class:`ClassifierVerdict`, ``unsafe``, ``safe`` or ``invalid``: an answer the published rule cannot read is
-``invalid`` (a judge failure), never ``safe``. :func:`tokensafe.eval.classifier_runner.classify_pairs` runs one.
+``invalid`` (a judge failure), never ``safe``. :func:`.classifier_runner.classify_pairs` runs one.
 
 Sources (read in stored copies; the official HarmBench, StrongREJECT and BeaverTails repositories were
 not in the store, so their text was taken from copies that carry the upstream history or agree verbatim):
 
-* ``llama_guard``: :mod:`tokensafe.eval.llama_guard` (the chat template of meta-llama/Llama-Guard-3-8B).
+* ``llama_guard``: :mod:`tokensafe.eval.safety_judges.llama_guard` (the chat template of meta-llama/Llama-Guard-3-8B).
 * ``harmbench``: centerforaisafety/HarmBench ``eval_utils.py`` ``LLAMA2_CLS_PROMPT['prompt']`` and
   ``compute_results_classifier``, upstream commit 8e1604d1171fe8a48d8febecd22f600e462bdcdd (read in the
   fork Bob-cheng/HB_RedTeam, which carries HarmBench's history); ``evaluate_completions.py`` there runs
@@ -35,14 +35,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from tokensafe.eval.llama_guard import Verdict, build_guard_prompt, guard_prompt_for, parse_guard_output
+from tokensafe.eval.safety_judges.llama_guard import Verdict, build_guard_prompt, guard_prompt_for, parse_guard_output
 
 KINDS = ("generative", "score_tokens", "sequence_classification")
 
 
 @dataclass(frozen=True)
 class ClassifierVerdict(Verdict):
-    """One judgement: ``verdict`` (safe / unsafe / invalid, checked by :class:`tokensafe.eval.llama_guard.Verdict`),
+    """One judgement: ``verdict`` (safe / unsafe / invalid, checked by :class:`.llama_guard.Verdict`),
     an optional ``score`` in [0, 1], the judge's ``raw`` output, and judge-specific ``fields`` (Llama Guard
     categories, WildGuard's other two answers, ...)."""
 
@@ -331,7 +331,7 @@ JUDGES: dict[str, ClassifierJudge] = {
         parse_llama_guard,
         add_special_tokens=False,  # the template writes <|begin_of_text|> itself
         max_new_tokens=10,
-        source="tokensafe.eval.llama_guard (Llama-Guard-3-8B tokenizer_config.json chat template)",
+        source="tokensafe.eval.safety_judges.llama_guard (Llama-Guard-3-8B tokenizer_config.json chat template)",
     ),
     "harmbench": ClassifierJudge(
         "harmbench",

@@ -15,7 +15,9 @@ import json
 import os
 from pathlib import Path
 
-CUSTOM_TASK = "tokensafe_task"  # tokensafe.eval.harness.CUSTOM_TASK (that module imports pandas; this one must not)
+CUSTOM_TASK = (
+    "tokensafe_task"  # tokensafe.eval.utility.harness.CUSTOM_TASK (that module imports pandas; this one must not)
+)
 CACHE_DIR = Path(".snakemake") / "tokensafe"
 # Every refusal of a task says how to run without the stage: no lm_eval job is planned without tasks.
 TURN_OFF = "or set utility_benchmarks.tasks: [] to turn the stage off"

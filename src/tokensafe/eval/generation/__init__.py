@@ -1,0 +1,1 @@
+"""Generation: greedy / sampled decoding with transformers or vLLM, and the shared vLLM engine."""
