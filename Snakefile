@@ -4,6 +4,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# `snakemake --report results/report.html` after a run: this description, the outputs marked report() in the
+# rules (captions in workflow/report/), runtimes and provenance.
+report: "workflow/report/workflow.rst"
+
+
 # A --configfile is a complete config (config/presets/*.yaml) and replaces config.yaml; --config still
 # overrides single keys of whichever config is in use.
 if not workflow.overwrite_configfiles:

@@ -1,5 +1,6 @@
 """The whole DAG end to end on a micro embedded world, then the rerun behaviour from dry-run plans."""
 
+import base64
 import json
 
 import pandas as pd
@@ -127,6 +128,44 @@ def test_every_job_logged_and_benchmarked(finished):
     assert len(logs) >= 15 and len(benches) == len(logs)
     ft = (wd / "logs" / "finetune" / "sft" / "p0.1_s1.log").read_text()
     assert "step=" in ft and "loss=" in ft
+
+
+def _script_json(html: str, script_id: str, name: str):
+    """The JSON value Snakemake's HTML report assigns to ``var <name>`` in its ``<script id=...>`` block."""
+    start = html.index(f"var {name} = ", html.index(f'<script id="{script_id}">')) + len(f"var {name} = ")
+    return json.JSONDecoder().raw_decode(html, start)[0]
+
+
+def test_snakemakes_html_report_holds_the_tables_and_the_plot(finished, tmp_path):
+    """`snakemake --report` after a run: one self-contained HTML file with the workflow's description and every
+    output marked report() in the rules, byte for byte, under its stage family."""
+    wd, cfg = finished
+    out = tmp_path / "report.html"
+    snakemake(wd, write_config(cfg, wd, "report.yaml"), "--report", str(out))
+    html = out.read_text()
+    assert "The results are grouped by stage family" in _script_json(html, "workflow-desc", "workflow_desc")
+    results = _script_json(html, "results", "results")
+    items = {
+        "results/summary.csv": "Summary",
+        "results/summary_by_method.csv": "Summary",
+        "results/comparisons.csv": "Summary",
+        "results/report.md": "Summary",
+        "results/safety_utility.png": "Summary",
+        "results/judge_agreement.csv": "Evaluation",
+        "results/lm_eval.csv": "Evaluation",
+        "results/llm_judge.csv": "Evaluation",  # judge.llm is on in the micro config
+        "results/data/card.md": "Data",
+    }
+    assert set(results) == set(items)
+    for path, res in results.items():
+        data = res["data_uri"].split(";base64,", 1)[1]
+        assert base64.b64decode(data) == (wd / path).read_bytes(), path
+        assert res["caption"].strip(), path  # every item has its caption
+    assert results["results/safety_utility.png"]["mime_type"] == "image/png"
+    assert "safer and more useful" in results["results/safety_utility.png"]["caption"]
+    categories = _script_json(html, "categories", "categories")
+    for path, family in items.items():
+        assert path in json.dumps(categories[family]), (path, family)
 
 
 def test_nothing_to_do_when_unchanged(finished):

@@ -65,6 +65,26 @@ def test_every_method_has_a_row(finished):
     assert settings["random_mask"] == {"d": 0.1}
 
 
+def test_snakemakes_html_report_lists_the_fine_tuning_items_with_their_labels(finished, tmp_path):
+    """The Fine-tuning category of `snakemake --report`: every TOSS mask summary and PACT weight-conflict file
+    of the run, labelled by poison ratio, seed (and round)."""
+    from workflow_utils import snakemake
+
+    wd, cfg = finished
+    out = tmp_path / "report.html"
+    snakemake(wd, write_config(cfg, wd, "report.yaml"), "--report", str(out))
+    html = out.read_text()
+    start = html.index("var results = ", html.index('<script id="results">')) + len("var results = ")
+    results = json.JSONDecoder().raw_decode(html, start)[0]
+    masks = {p: r["labels"] for p, r in results.items() if p.startswith("results/toss/")}
+    assert masks == {
+        f"results/toss/p0.1/s1/round{t}/mask.json": {"poison ratio": "0.1", "seed": "1", "round": str(t)}
+        for t in (0, 1)
+    }
+    conflicts = {p: r["labels"] for p, r in results.items() if p.startswith("results/pact/")}
+    assert conflicts == {"results/pact/p0.1/s1/weight_conflicts.json": {"poison ratio": "0.1", "seed": "1"}}
+
+
 def test_toss_masks_and_training_use_them(finished):
     wd, cfg = finished
     for rnd in (0, 1):

@@ -1,10 +1,13 @@
+import colorsys
 import json
 import re
 
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from tokensafe.methods.pact.pact_report import pact_conflicts_section, pact_ladder_section
+from tokensafe.methods.registry import METHODS, family_methods
 from tokensafe.stages.report import (
     aggregate,
     interval_section,
@@ -14,6 +17,7 @@ from tokensafe.stages.report import (
     table4,
     utility_axis,
 )
+from tokensafe.stages.safety_plot import method_styles, safety_figure
 
 
 def _summary():
@@ -235,3 +239,78 @@ def test_toss_section_one_row_per_round_in_order(tmp_path):
         "| 0.1 | 1 | 0 | 10/200 | 4 | 0.500 | 0.625 | 1.50 | -0.25 |",
         "| 0.1 | 1 | 1 | 12/200 | 4 | 0.500 | 0.750 | - | -0.12 |",  # no poison token scored: '-'
     ]
+
+
+def _hue_distance(a, b) -> float:
+    d = abs(colorsys.rgb_to_hsv(*a)[0] - colorsys.rgb_to_hsv(*b)[0])
+    return min(d, 1 - d)  # hue is an angle
+
+
+def test_every_method_has_its_own_colour_and_marker_and_a_family_shares_a_hue():
+    methods = ["initial", *METHODS]
+    styles = method_styles(methods)
+    assert len({c for c, _ in styles.values()}) == len(methods) == 15
+    assert len({m for _, m in styles.values()}) == 15
+    assert colorsys.rgb_to_hsv(*styles["initial"][0])[1] == 0  # initial: grey, no hue
+    for fam in {s.family for s in METHODS.values()}:
+        ours = [styles[m][0] for m in family_methods(fam)]
+        others = [styles[m][0] for m in METHODS if METHODS[m].family != fam]
+        assert max(_hue_distance(ours[0], c) for c in ours) < 0.01, fam  # one hue, shades of it
+        assert min(_hue_distance(ours[0], c) for c in others) > 0.1, fam
+    # fixed by the registry, not by what else the run has: asft looks the same alone
+    assert method_styles(["asft"])["asft"] == styles["asft"]
+
+
+def _by_method():
+    """summary_by_method.csv rows: seed intervals for sft at P=0.1 (ASR-kw 80-100 %, accuracy 50-80 %), one seed
+    (NaN) for pact."""
+    nan = float("nan")
+    rows = [
+        ("sft", 0.1, "asr_keyword", 0.8, 1.0),
+        ("sft", 0.1, "accuracy", 0.5, 0.8),
+        ("sft", 0.1, "asr_guard", 0.4, 0.5),
+        ("pact", 0.1, "asr_keyword", nan, nan),
+        ("pact", 0.1, "accuracy", nan, nan),
+    ]
+    return pd.DataFrame(
+        [
+            dict(method=m, poison_ratio=r, metric=k, n_seeds=2, mean=nan, seed_ci_low=lo, seed_ci_high=hi)
+            for m, r, k, lo, hi in rows
+        ]
+    )
+
+
+def test_the_plot_draws_the_seed_intervals_as_error_bars_on_both_axes():
+    fig, _ = safety_figure(_summary(), by_method=_by_method())
+    ax = fig.axes[0]  # keyword ASR
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and bars[0].has_xerr and bars[0].has_yerr  # sft at P=0.1 only; pact has one seed
+    xcol, ycol = bars[0].lines[2]
+    # sft at P=0.1: ASR 90 % (80-100), accuracy 65 % (50-80); it shares its place with no other method
+    sft = [s for s in xcol.get_segments() if abs(s[0][1] - 65.0) < 1e-9 and s[0][0] != s[1][0]]
+    assert [tuple(sorted((s[0][0], s[1][0]))) for s in sft] == [pytest.approx((80.0, 100.0))]
+    ys = sorted(tuple(sorted((s[0][1], s[1][1]))) for s in ycol.get_segments() if s[0][1] != s[1][1])
+    assert pytest.approx((50.0, 80.0)) in ys
+    fig2, _ = safety_figure(_summary())  # no intervals given: no error bars
+    assert not [c for c in fig2.axes[0].containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_points_of_different_methods_at_one_place_are_set_side_by_side():
+    s = _summary()
+    s.loc[s.method == "pact", ["accuracy", "asr_keyword"]] = s.loc[
+        s.method == "pact_fullkl", ["accuracy", "asr_keyword"]
+    ].values
+    fig, _ = safety_figure(s)
+    xs = [tuple(c.get_offsets()[0]) for c in fig.axes[0].collections if len(c.get_offsets()) == 1]
+    # pact and pact_fullkl at P=0.1: ASR 5 %, accuracy 55 % (initial too, but at ASR 0)
+    at = [x for x, y in xs if y == pytest.approx(55.0) and x > 1]
+    assert len(at) == 2 and at[0] != at[1] and sum(at) / 2 == pytest.approx(5.0)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["initial (P=0, 0.1)", "sft"] and "pact (P=0.1)" in legend and "P=0.1" in legend
+
+
+def test_the_plot_is_the_same_bytes_every_time(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    plot_safety_utility(_summary(), a, by_method=_by_method())
+    plot_safety_utility(_summary(), b, by_method=_by_method())
+    assert a.read_bytes() == b.read_bytes() and b"matplotlib" not in a.read_bytes()

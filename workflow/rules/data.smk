@@ -83,7 +83,7 @@ rule data_card:
         **card_inputs(),
     output:
         json="results/data/card.json",
-        md="results/data/card.md",
+        md=report("results/data/card.md", caption="../report/card.rst", category="Data"),
     log:
         "logs/data_card.log",
     benchmark:

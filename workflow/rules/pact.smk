@@ -97,7 +97,13 @@ rule pact_reference:
         aligned=model_input("aligned"),
     output:
         reference=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/reference.safetensors",
-        conflicts=f"{PACT_DIR}/p{{ratio}}/s{{seed}}/weight_conflicts.json",
+        conflicts=report(
+            f"{PACT_DIR}/p{{ratio}}/s{{seed}}/weight_conflicts.json",
+            caption="../report/pact_conflicts.rst",
+            category="Fine-tuning",
+            subcategory="PACT weight conflicts",
+            labels={"poison ratio": "{ratio}", "seed": "{seed}"},
+        ),
     log:
         "logs/pact_reference/p{ratio}_s{seed}.log",
     benchmark:

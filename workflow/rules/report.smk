@@ -16,14 +16,18 @@ rule summary:
         llm_rubrics=llm_outputs("llm_rubrics"),
     output:
         # judge.llm: per run and per (method, ratio) over seeds (tokensafe.stages.llm_judge_jobs.llm_table)
-        **({"llm": "results/llm_judge.csv"} if LLM_ON else {}),
-        csv="results/summary.csv",
+        **(
+            {"llm": report("results/llm_judge.csv", caption="../report/llm_judge.rst", category="Evaluation")}
+            if LLM_ON
+            else {}
+        ),
+        csv=report("results/summary.csv", caption="../report/summary.rst", category="Summary"),
         parquet="results/summary.parquet",
         outcomes="results/outcomes.parquet",
-        by_method="results/summary_by_method.csv",
-        comparisons="results/comparisons.csv",
-        lm_eval="results/lm_eval.csv",
-        agreement="results/judge_agreement.csv",
+        by_method=report("results/summary_by_method.csv", caption="../report/by_method.rst", category="Summary"),
+        comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Summary"),
+        lm_eval=report("results/lm_eval.csv", caption="../report/lm_eval.rst", category="Evaluation"),
+        agreement=report("results/judge_agreement.csv", caption="../report/agreement.rst", category="Evaluation"),
     log:
         "logs/summary.log",
     benchmark:
@@ -60,8 +64,8 @@ rule report:
         safety_tokens=pact_report_inputs(),
         pact_conflicts=pact_conflict_inputs(),
     output:
-        md="results/report.md",
-        png="results/safety_utility.png",
+        md=report("results/report.md", caption="../report/report_md.rst", category="Summary"),
+        png=report("results/safety_utility.png", caption="../report/safety_utility.rst", category="Summary"),
     log:
         "logs/report.log",
     benchmark:

@@ -155,7 +155,13 @@ rule toss_mask:
         harmful=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
     output:
         mask=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.parquet",
-        summary=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
+        summary=report(
+            f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/mask.json",
+            caption="../report/toss_mask.rst",
+            category="Fine-tuning",
+            subcategory="TOSS masks",
+            labels={"poison ratio": "{ratio}", "seed": "{seed}", "round": "{round}"},
+        ),
     log:
         "logs/toss_mask/p{ratio}_s{seed}_r{round}.log",
     benchmark:

@@ -163,11 +163,13 @@ def render(
     llm: pd.DataFrame | None = None,
     lm_eval: bool = False,
     card: str | None = None,
+    by_method: pd.DataFrame | None = None,
 ) -> None:
     """Write the markdown report (with extra ``(title, markdown)`` sections) and the plot; ``llm``: the LLM-judge
     table, ``lm_eval``: whether lm-eval results are among the sections (both for a run without an exact-match
-    metric, to say where its utility is); ``card``: the data card's table (results/data/card.md), shown first."""
-    axis = plot_safety_utility(summary, out_png, llm)
+    metric, to say where its utility is); ``card``: the data card's table (results/data/card.md), shown first;
+    ``by_method``: the intervals over seeds (results/summary_by_method.csv) the plot draws."""
+    axis = plot_safety_utility(summary, out_png, llm, by_method)
     first = summary.iloc[0]
     settings = json.loads(first.settings)
     judge = settings.get("judge", {})
@@ -253,8 +255,9 @@ def write_report(
 ) -> None:
     """The report stage: every section whose inputs this run has, then :func:`render`."""
     summary = read_parquet(summary_path)
+    by_method = pd.read_csv(by_method_path)
     sections = [
-        ("Uncertainty: 95 % intervals over seeds and prompts", interval_section(pd.read_csv(by_method_path))),
+        ("Uncertainty: 95 % intervals over seeds and prompts", interval_section(by_method)),
         ("Is the difference beyond the noise?", comparisons_section(pd.read_csv(comparisons_path))),
     ]
     if has_accuracy(summary):  # else no answers are extracted (Table 4's text says so)
@@ -299,4 +302,5 @@ def write_report(
         llm=llm,
         lm_eval=not lm_eval.empty,
         card=card,
+        by_method=by_method,
     )
