@@ -17,13 +17,17 @@ ALLOWED = {
     "modelref": set(),
     "rerun": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.benchmark_tasks: lm-eval task names
-    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval"},
+    # eval.benchmark_tasks: lm-eval task names; methods.registry: the method names, the schema's method enum
+    "config": {"modelref", "data", "world", "eval", "plan", "methods"},
+    # runtime.numerics: the CPU pin the jobs inherit and its label in the settings; rerun.stage_keys: the keys each
+    # preparation stage's settings hold; eval.vllm_backend: the vLLM interpreter check (all torch-free)
+    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval", "runtime", "rerun"},
     # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
     "data": {"data", "io", "eval", "chat", "modelref", "methods"},
     "world": {"world", "chat", "train"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
-    "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)
+    # the registry reads the ladder (and train.loop for a type hint), and rerun.stage_keys for a PACT rung's settings
+    "methods": {"methods", "train", "rerun"},
     "methods.sft": {"methods", "train"},
     "eval": {"eval", "chat", "io", "train", "runtime", "data"},  # data.lengths: the prompt-length check
     "stages": None,  # anything
@@ -103,7 +107,9 @@ def test_planning_modules_do_not_import_torch():
 
     code = (
         "import sys, tokensafe.methods.registry, tokensafe.methods.pact.ladder, tokensafe.data.roles, "
-        "tokensafe.rerun.stage_keys, tokensafe.config; print('torch' in sys.modules)"
+        "tokensafe.rerun.stage_keys, tokensafe.config, tokensafe.plan.run_settings, tokensafe.plan.runs, "
+        "tokensafe.plan.scheduling, tokensafe.plan.job_environment, tokensafe.plan.llm_judge_runs; "
+        "print('torch' in sys.modules)"
     )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
