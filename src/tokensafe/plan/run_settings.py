@@ -11,6 +11,7 @@ Torch-free: the Snakefile calls these when it plans.
 from __future__ import annotations
 
 from tokensafe.config import method_recipe
+from tokensafe.data.lengths import task_max_new_tokens
 from tokensafe.methods.registry import method_settings
 from tokensafe.rerun import stage_keys
 from tokensafe.runtime.numerics import numerics_label
@@ -109,11 +110,6 @@ def aligned_loss_settings(config: dict) -> dict:
 
 
 # Evaluation jobs: what each reads of its config section.
-
-
-def task_max_new_tokens(generation: dict) -> int:
-    """The task prompts' generation budget: generation.task_max_new_tokens, else generation.max_new_tokens."""
-    return generation.get("task_max_new_tokens", generation["max_new_tokens"])
 
 
 def generation_backend(config: dict) -> str:
