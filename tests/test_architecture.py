@@ -22,15 +22,19 @@ ALLOWED = {
     "rerun": set(),
     "report_cells": set(),
     "runtime": {"runtime"},
-    "config": {"modelref", "data", "world", "eval", "plan"},  # eval.utility.benchmark_tasks: lm-eval task names
-    "plan": {"plan", "modelref", "methods", "data", "world", "eval"},  # not config: config imports plan
+    # eval.utility.benchmark_tasks: lm-eval task names; methods.registry: the method names, the schema's method enum
+    "config": {"modelref", "data", "world", "eval", "plan", "methods"},
+    # runtime.numerics: the CPU pin the jobs inherit and its label in the settings; rerun.stage_keys: the keys each
+    # preparation stage's settings hold; eval.generation.vllm_backend: the vLLM interpreter check (all torch-free)
+    "plan": {"plan", "config", "modelref", "methods", "data", "world", "eval", "runtime", "rerun"},
     # chat, modelref: prompt lengths as the model sees them; methods: which roles the methods read (torch-free)
     "data": {"data", "io", "eval", "chat", "modelref", "methods"},
     # eval: the LLM-judge stand-in answers the published judge prompts (eval.llm_judge) and labels task answers
     # right or wrong with the run's task metric (eval.utility.answers)
     "world": {"world", "chat", "train", "eval"},
     "train": {"train", "chat", "io", "runtime", "modelref"},
-    "methods": {"methods", "train"},  # the registry reads the ladder (and train.loop for a type hint)
+    # the registry reads the ladder (and train.loop for a type hint), and rerun.stage_keys for a PACT rung's settings
+    "methods": {"methods", "train", "rerun"},
     "methods.sft": {"methods", "train"},
     "eval": {"eval", "chat", "io", "train", "runtime", "data"},  # data.lengths: the prompt-length check
     "stages": None,  # anything
@@ -147,7 +151,9 @@ def test_planning_modules_do_not_import_torch():
     code = (
         workflow_imports()
         + "\nimport sys, tokensafe.methods.registry, tokensafe.methods.pact.ladder, tokensafe.data.roles, "
-        "tokensafe.rerun.stage_keys, tokensafe.config\nprint('torch' in sys.modules)"
+        "tokensafe.rerun.stage_keys, tokensafe.config, tokensafe.plan.run_settings, tokensafe.plan.runs, "
+        "tokensafe.plan.scheduling, tokensafe.plan.job_environment, tokensafe.plan.llm_judge_runs\n"
+        "print('torch' in sys.modules)"
     )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

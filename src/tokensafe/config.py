@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tokensafe import modelref
+from tokensafe.methods.registry import METHODS
 from tokensafe.plan.training import method_recipe  # noqa: F401 - part of this module's API (rules, tests)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -97,8 +98,13 @@ def _parsed_schema(path: str) -> dict:
 
 def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
     """The config schema (a copy: callers may not share state); the file is read and parsed once per process,
-    though the Snakefile's start-up types, validates and checks the per-method recipes against it."""
-    return copy.deepcopy(_parsed_schema(str(Path(schema_path).resolve())))
+    though the Snakefile's start-up types, validates and checks the per-method recipes against it. The method
+    names (``$defs.method``) are the registry's (tokensafe.methods.registry.METHODS): a new method needs no
+    schema line."""
+    schema = copy.deepcopy(_parsed_schema(str(Path(schema_path).resolve())))
+    if "method" in schema.get("$defs", {}):
+        schema["$defs"]["method"]["enum"] = list(METHODS)
+    return schema
 
 
 def validate_against_schema(config: dict, schema_path: str | Path = SCHEMA_PATH) -> list[str]:

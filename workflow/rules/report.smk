@@ -1,19 +1,29 @@
 # Aggregation: summary table (csv + parquet, one row per run), per-prompt outcomes, aggregates over seeds with
 # 95 % intervals and noise verdicts (tokensafe.eval.statistics.stats), the markdown report and the safety-vs-utility plot.
 
+from tokensafe.plan.llm_judge_runs import llm_outputs, llm_paths, reference_cells
+from tokensafe.plan.runs import (
+    classifier_outputs,
+    lm_eval_outputs,
+    pact_conflict_inputs,
+    pact_report_inputs,
+    toss_report_inputs,
+)
 from tokensafe.stages.summary import SUMMARY_COLUMNS
+
+LLM_REF_CELLS = reference_cells(config)
 
 
 rule summary:
     input:
         card="results/data/card.json",
-        generations=[f"results/runs/{r['run']}/generations.parquet" for r in all_runs()],
-        judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in all_runs()],
-        lm_eval=lm_eval_outputs(),
-        classifiers=[p for r in all_runs() for p in classifier_outputs(r["run"])],
-        toss_masks=toss_report_inputs(),
-        llm_win_rate=llm_outputs("llm_win_rate"),
-        llm_rubrics=llm_outputs("llm_rubrics"),
+        generations=[f"results/runs/{r['run']}/generations.parquet" for r in RUNS],
+        judgments=[f"results/runs/{r['run']}/judgments.parquet" for r in RUNS],
+        lm_eval=lm_eval_outputs(config),
+        classifiers=[p for r in RUNS for p in classifier_outputs(config, r["run"])],
+        toss_masks=toss_report_inputs(config),
+        llm_win_rate=llm_outputs(config, "llm_win_rate"),
+        llm_rubrics=llm_outputs(config, "llm_rubrics"),
     output:
         # judge.llm: per run and per (method, ratio) over seeds (tokensafe.stages.llm_judge_jobs.llm_table)
         **(
@@ -34,14 +44,16 @@ rule summary:
         "benchmarks/summary.tsv"
     threads: 1
     resources:
-        **resources_for("report"),
+        **resources_for(config, "report"),
     params:
         **({"llm_reference": LLM_REF} if LLM_ON else {}),
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("summary.py"),
         runs=[
-            {**{k: r[k] for k in ("method", "poison_ratio", "seed", "run")}, **(llm_paths(r) if LLM_ON else {})}
-            for r in all_runs()
+            {
+                **{k: r[k] for k in ("method", "poison_ratio", "seed", "run")},
+                **(llm_paths(config, r, LLM_REF_CELLS) if LLM_ON else {}),
+            }
+            for r in RUNS
         ],
         metric=config["data"].get("task_metric", "number"),
         classifiers=CLASSIFIERS,
@@ -60,9 +72,9 @@ rule report:
         comparisons="results/comparisons.csv",
         lm_eval="results/lm_eval.csv",
         agreement="results/judge_agreement.csv",
-        toss_masks=toss_report_inputs(),
-        safety_tokens=pact_report_inputs(),
-        pact_conflicts=pact_conflict_inputs(),
+        toss_masks=toss_report_inputs(config),
+        safety_tokens=pact_report_inputs(config),
+        pact_conflicts=pact_conflict_inputs(config),
     output:
         md=report("results/report.md", caption="../report/report_md.rst", category="Summary"),
         png=report("results/safety_utility.png", caption="../report/safety_utility.rst", category="Summary"),
@@ -72,9 +84,8 @@ rule report:
         "benchmarks/report.tsv"
     threads: 1
     resources:
-        **resources_for("report"),
+        **resources_for(config, "report"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("report.py"),
     script:
         "../scripts/report.py"

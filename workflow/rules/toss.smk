@@ -3,38 +3,12 @@
 # set results/toss/p{ratio}/s{seed}/: losses_utility.parquet and, per round t, round{t}/losses_harmful
 # (toss_losses), round{t}/mask (+ .json; toss_mask); TOSS-Pro rounds t >= 1 retrain the harmful model on D^h
 # plus round{t}/picks.
-TOSS_DIR = "results/toss"
-
-from tokensafe.rerun import stage_keys
-
-
-def toss_settings():
-    t = config["toss"]
-    return {
-        "d": t["d"],
-        "selection": t["selection"],
-        "lora": t["lora"],
-        "recipe": t["recipe"],
-        "chunk_size": t.get("chunk_size", 1024),
-    }
-
-
-def toss_pro_settings():
-    return {**toss_settings(), "rounds": config["toss"]["pro"]["rounds"], "k": config["toss"]["pro"]["k"]}
-
-
-def toss_reference_settings(seed=0):
-    """What defines a TOSS reference model: LoRA and recipe (not d, the selection or the round count)."""
-    return {**stage_settings(stage_keys.pick(config["toss"], stage_keys.TOSS_REFERENCE)), "seed": seed}
-
-
-def toss_losses_settings():
-    """What a loss dump reads besides its inputs (the adapter that scores): the cross-entropy chunk size.
-    It stays a rerun trigger: chunks of another size are other matrix shapes, which can round differently."""
-    return stage_settings(stage_keys.pick(config["toss"], stage_keys.TOSS_LOSSES))
+from tokensafe.methods.registry import TOSS_DIR
+from tokensafe.plan.run_settings import toss_losses_settings, toss_reference_settings
 
 
 def harmful_adapter(wildcards):
+    """The harmful model that scores round t: the reference at round 0, else round t's retrain (TOSS-Pro)."""
     t = int(wildcards.round)
     if t == 0:
         return f"{TOSS_DIR}/reference/harmful/adapter"
@@ -46,36 +20,10 @@ def previous_picks(wildcards):
     return [] if t <= 1 else [f"{TOSS_DIR}/p{wildcards.ratio}/s{wildcards.seed}/round{t - 1}/picks.parquet"]
 
 
-FINETUNE_INPUTS["toss"] = lambda wc: {"mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round0/mask.parquet"}
-FINETUNE_INPUTS["toss_pro"] = lambda wc: {
-    "mask": f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{config['toss']['pro']['rounds']}/mask.parquet"
-}
-METHOD_SETTINGS["toss"] = toss_settings
-METHOD_SETTINGS["toss_pro"] = toss_pro_settings
-
-
-def toss_report_inputs():
-    """Mask summaries the report lists (precision/recall against the known poison tokens)."""
-    wanted = set()
-    if "toss" in METHODS:
-        wanted |= {(r, s, 0) for r in method_ratios("toss") for s in method_seeds("toss")}
-    if "toss_pro" in METHODS:
-        wanted |= {
-            (r, s, t)
-            for r in method_ratios("toss_pro")
-            for s in method_seeds("toss_pro")
-            for t in range(config["toss"]["pro"]["rounds"] + 1)
-        }
-    return [
-        f"{TOSS_DIR}/p{r}/s{s}/round{t}/mask.json"
-        for r, s, t in sorted(wanted, key=lambda x: (float(x[0]), x[1], x[2]))
-    ]
-
-
 rule toss_reference:
     input:
         data=lambda wc: f"results/data/{wc.kind}_ref.parquet",
-        aligned=model_input("aligned"),
+        aligned=MODEL_INPUT["aligned"],
     output:
         directory(f"{TOSS_DIR}/reference/{{kind}}/adapter"),
     log:
@@ -85,47 +33,22 @@ rule toss_reference:
     wildcard_constraints:
         kind="harmful|utility",
     priority: PRIORITY["prep"]
-    threads: threads_for("train")
+    threads: threads_for(config, "train")
     resources:
-        **resources_for("train"),
+        **resources_for(config, "train"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("toss_reference.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
+        aligned=MODEL_REF["aligned"],
+        settings=toss_reference_settings(config),
     script:
         "../scripts/toss_reference.py"
-
-
-rule toss_utility_losses:
-    input:
-        data="results/data/finetune/p{ratio}/s{seed}.parquet",
-        adapter=f"{TOSS_DIR}/reference/utility/adapter",
-        aligned=model_input("aligned"),
-    output:
-        f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
-    log:
-        "logs/toss_utility_losses/p{ratio}_s{seed}.log",
-    benchmark:
-        "benchmarks/toss_utility_losses/p{ratio}_s{seed}.tsv"
-    priority: PRIORITY["prep"]
-    threads: threads_for("generate")
-    resources:
-        **resources_for("generate"),
-    params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
-        code=code_version("toss_losses.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_losses_settings(),
-    script:
-        "../scripts/toss_losses.py"
 
 
 rule toss_losses:
     input:
         data="results/data/finetune/p{ratio}/s{seed}.parquet",
         adapter=harmful_adapter,
-        aligned=model_input("aligned"),
+        aligned=MODEL_INPUT["aligned"],
     output:
         f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/losses_harmful.parquet",
     log:
@@ -135,16 +58,29 @@ rule toss_losses:
     wildcard_constraints:
         round=r"\d+",
     priority: PRIORITY["prep"]
-    threads: threads_for("generate")
+    threads: threads_for(config, "generate")
     resources:
-        **resources_for("generate"),
+        **resources_for(config, "generate"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("toss_losses.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_losses_settings(),
+        aligned=MODEL_REF["aligned"],
+        settings=toss_losses_settings(config),
     script:
         "../scripts/toss_losses.py"
+
+
+# The utility model's loss dump: the same stage as the harmful one's, scored once per fine-tuning set.
+use rule toss_losses as toss_utility_losses with:
+    input:
+        data="results/data/finetune/p{ratio}/s{seed}.parquet",
+        adapter=f"{TOSS_DIR}/reference/utility/adapter",
+        aligned=MODEL_INPUT["aligned"],
+    output:
+        f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
+    log:
+        "logs/toss_utility_losses/p{ratio}_s{seed}.log",
+    benchmark:
+        "benchmarks/toss_utility_losses/p{ratio}_s{seed}.tsv"
 
 
 # The mask is its own job, so that d or the selection recomputes masks only: the loss dumps (and the
@@ -171,9 +107,8 @@ rule toss_mask:
     priority: PRIORITY["prep"]
     threads: 1
     resources:
-        **resources_for("data"),
+        **resources_for(config, "data"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("toss_mask.py"),
         d=config["toss"]["d"],
         selection=config["toss"]["selection"],
@@ -188,7 +123,7 @@ rule toss_pro_retrain:
         utility=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/losses_utility.parquet",
         scored=lambda wc: f"{TOSS_DIR}/p{wc.ratio}/s{wc.seed}/round{int(wc.round) - 1}/losses_harmful.parquet",
         previous=previous_picks,
-        aligned=model_input("aligned"),
+        aligned=MODEL_INPUT["aligned"],
     output:
         picks=f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/picks.parquet",
         adapter=directory(f"{TOSS_DIR}/p{{ratio}}/s{{seed}}/round{{round}}/harmful_adapter"),
@@ -199,14 +134,13 @@ rule toss_pro_retrain:
     wildcard_constraints:
         round=r"[1-9]\d*",
     priority: PRIORITY["prep"]
-    threads: threads_for("train")
+    threads: threads_for(config, "train")
     resources:
-        **resources_for("train"),
+        **resources_for(config, "train"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("toss_pro_retrain.py"),
-        aligned=model_ref("aligned"),
-        settings=toss_reference_settings(),
+        aligned=MODEL_REF["aligned"],
+        settings=toss_reference_settings(config),
         k=config["toss"]["pro"]["k"],
     script:
         "../scripts/toss_pro_retrain.py"

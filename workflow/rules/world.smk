@@ -24,9 +24,8 @@ rule world_data:
         "benchmarks/world_data.tsv"
     threads: 1
     resources:
-        **resources_for("data"),
+        **resources_for(config, "data"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_data.py"),
         seed=config["world_seed"],
     script:
@@ -44,9 +43,8 @@ rule world_tokenizer:
         "benchmarks/world_tokenizer.tsv"
     threads: 1
     resources:
-        **resources_for("data"),
+        **resources_for(config, "data"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_tokenizer.py"),
         vocab_size=config["world"]["vocab_size"],
     script:
@@ -66,11 +64,10 @@ rule world_base:
     # Every model-based job waits for the base and aligned models: run them first (PRIORITY), on all
     # their threads (CPU results are bitwise the same with 1 or 2 threads; tests/test_world_threads.py).
     priority: PRIORITY["world"]
-    threads: threads_for("world")
+    threads: threads_for(config, "world")
     resources:
-        **resources_for("world"),
+        **resources_for(config, "world"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_base.py"),
         arch=config["world"]["model"],
         train=config["world"]["pretrain"],
@@ -92,11 +89,10 @@ rule world_aligned:
     benchmark:
         "benchmarks/world_aligned.tsv"
     priority: PRIORITY["world"]
-    threads: threads_for("world")
+    threads: threads_for(config, "world")
     resources:
-        **resources_for("world"),
+        **resources_for(config, "world"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_aligned.py"),
         train=config["world"]["align"],
         seed=config["world_seed"],
@@ -123,9 +119,8 @@ rule world_guard:
     priority: PRIORITY["guard"]
     threads: 1
     resources:
-        **resources_for("world"),
+        **resources_for(config, "world"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_guard.py"),
         arch=config["world"]["guard_model"],
         train=config["world"]["guard"],
@@ -149,9 +144,8 @@ rule world_judge:
     priority: PRIORITY["guard"]
     threads: 1
     resources:
-        **resources_for("world"),
+        **resources_for(config, "world"),
     params:
-        # The package code this stage runs (tokensafe.rerun.codeversion): a change to it reruns the stage.
         code=code_version("world_judge.py"),
         arch=config["world"]["judge_model"],
         train=config["world"]["judge"],

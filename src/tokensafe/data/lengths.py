@@ -32,6 +32,11 @@ TRAIN_WITH_RESPONSE = ("task", "poison", "harmful_ref", "utility_ref", "safety_d
 EXAMPLES = 3  # rows named per role
 
 
+def task_max_new_tokens(generation: dict) -> int:
+    """The task prompts' generation budget: generation.task_max_new_tokens, else generation.max_new_tokens."""
+    return int(generation.get("task_max_new_tokens", generation["max_new_tokens"]))
+
+
 def _positions_from(cfg: dict) -> int | None:
     for node in (cfg, cfg.get("text_config") or {}):
         for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
@@ -114,7 +119,7 @@ def _limits(config: dict, positions: int | None, used: list[str]) -> dict[str, t
     budgets = {
         "harmful_eval": (int(gen["max_new_tokens"]), "generation.max_new_tokens", None),
         "task_eval": (
-            int(gen.get("task_max_new_tokens", gen["max_new_tokens"])),
+            task_max_new_tokens(gen),
             "generation.task_max_new_tokens",
             None,
         ),

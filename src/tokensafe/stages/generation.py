@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tokensafe.data.lengths import task_max_new_tokens
 from tokensafe.io import read_parquet, write_parquet
 from tokensafe.modelref import load_name
 from tokensafe.runtime.job import progress
@@ -70,7 +71,7 @@ def run_generate(
             "data.harmful_eval",
             file_rows(harmful),
         )
-        cfg_t = {**cfg, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
+        cfg_t = {**cfg, "max_new_tokens": task_max_new_tokens(gen_cfg)}
         t_out = generate(
             model,
             tok,
@@ -124,7 +125,7 @@ def vllm_responses(
     from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, decode_completion, run_vllm_sets, stage_python
 
     cfg_h = {**gen_cfg, "seed": seed}
-    cfg_t = {**cfg_h, "max_new_tokens": gen_cfg.get("task_max_new_tokens", gen_cfg["max_new_tokens"])}
+    cfg_t = {**cfg_h, "max_new_tokens": task_max_new_tokens(gen_cfg)}
     # The model's positions, capped by the engine's max_model_len where set (tokensafe.data.lengths).
     positions, cap = model_positions(aligned), gen_cfg["vllm"].get("max_model_len")
     positions = cap if positions is None else positions if cap is None else min(positions, int(cap))

@@ -1,0 +1,78 @@
+"""The environment every job inherits, set in the process that plans them (on SLURM each job re-reads the
+Snakefile, so it sets the same): the pinned CPU code path, a fixed hash seed, and the interpreter that runs
+vLLM, checked before any job (a :class:`ConfigError` naming the setting): a run that needs vLLM without it
+stops at once.
+
+vLLM pins its own torch and transformers, so it lives in an environment of its own: ``.venv-vllm`` (``make
+vllm``), whose interpreter ``generation.vllm.python`` names (relative to the repository), or ``envs/vllm.yaml``
+under ``--software-deployment-method conda``. Neither the interpreter nor whether the engine is shared is a
+param: they rerun nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+from tokensafe.config import ConfigError
+from tokensafe.eval.generation.vllm_backend import (
+    ENV_ENGINE,
+    ENV_PYTHON,
+    VLLM_MISSING,
+    vllm_available,
+    vllm_env_problem,
+)
+from tokensafe.plan.run_settings import benchmark_backend, generation_backend, judge_backend
+from tokensafe.runtime.numerics import pin_cpu_numerics
+
+
+def pin_job_environment(config: dict, environ: MutableMapping[str, str] | None = None) -> None:
+    """The CPU code path of cpu_numerics (same config and seed, same bytes on the same machine: what holds across
+    CPU kinds is in tokensafe.runtime.numerics) and PYTHONHASHSEED=0 (set iteration orders, e.g. the LoRA
+    target_modules that peft writes to adapter_config.json, are the same in every process, the job server's
+    children included)."""
+    env = os.environ if environ is None else environ
+    pin_cpu_numerics(config["cpu_numerics"], env)
+    env["PYTHONHASHSEED"] = "0"
+
+
+def vllm_users(config: dict) -> dict[str, str]:
+    """The settings whose backend may be vLLM, with their backend (utility_benchmarks.backend vllm scores with
+    lm-eval's vLLM model, in the same environment)."""
+    return {
+        "generation.backend": generation_backend(config),
+        "judge.guard.backend": judge_backend(config),
+        "utility_benchmarks.backend": benchmark_backend(config),
+    }
+
+
+def vllm_python(config: dict, basedir: str, setting: str, environ: MutableMapping[str, str] | None = None) -> str:
+    """The interpreter that runs vLLM, checked, and exported (``TOKENSAFE_VLLM_PYTHON``) for the jobs: the one
+    already exported, else generation.vllm.python relative to ``basedir``. ``setting`` names the key that needs
+    vLLM in the error: '<setting> = vllm: <problem>. <how to get vLLM>'."""
+    env = os.environ if environ is None else environ
+    shown = config["generation"]["vllm"]["python"]
+    python = env.get(ENV_PYTHON) or os.path.abspath(os.path.join(basedir, shown))
+    problem = vllm_env_problem(python, shown)
+    if problem:
+        raise ConfigError(f"{setting} = vllm: {problem}. {VLLM_MISSING}")
+    env[ENV_PYTHON] = python
+    return python
+
+
+def prepare_vllm(
+    config: dict, basedir: str, *, by_conda: bool, local: bool, environ: MutableMapping[str, str] | None = None
+) -> bool:
+    """Whether generation, the guard judge or lm-eval uses vLLM; if so, and vLLM is not importable here nor
+    deployed by conda (``by_conda``), the interpreter that runs it (:func:`vllm_python`). Also the engine mode: one
+    engine for every generate job (``generation.vllm.engine: shared``) needs the jobs on one machine, so remote
+    executors (``local`` false) get ``per_run``; per_run and shared write the same bytes."""
+    env = os.environ if environ is None else environ
+    users = vllm_users(config)
+    if "vllm" not in users.values():
+        return False
+    if not by_conda and not vllm_available():
+        setting = next(k for k, v in users.items() if v == "vllm")  # the first setting that needs vLLM
+        vllm_python(config, basedir, setting, env)
+    env[ENV_ENGINE] = config["generation"]["vllm"]["engine"] if local else "per_run"
+    return True

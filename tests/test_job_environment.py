@@ -1,0 +1,85 @@
+"""The environment the planning process sets for every job (tokensafe.plan.job_environment), on a dict, never on
+this process's environment."""
+
+import sys
+
+import pytest
+
+from tokensafe.config import ConfigError
+from tokensafe.eval.generation import vllm_backend
+from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, ENV_PYTHON, VLLM_MISSING
+from tokensafe.plan import job_environment as je
+
+
+def config(backend="transformers", guard="generation", bench="hf", python="no-such-env/bin/python"):
+    return {
+        "cpu_numerics": "avx2",
+        "generation": {"backend": backend, "vllm": {"python": python, "engine": "shared"}},
+        "judge": {"guard": {"backend": guard}},
+        "utility_benchmarks": {"backend": bench},
+    }
+
+
+def test_the_cpu_pin_and_the_hash_seed():
+    env = {"PYTHONHASHSEED": "random"}
+    je.pin_job_environment(config(), env)
+    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "PYTHONHASHSEED": "0"}
+    env = {}
+    je.pin_job_environment({**config(), "cpu_numerics": "native"}, env)
+    assert env == {"PYTHONHASHSEED": "0"}
+
+
+def test_no_vllm_user_touches_nothing():
+    env = {}
+    assert je.prepare_vllm(config(), "/repo", by_conda=False, local=True, environ=env) is False
+    assert env == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, setting",
+    [
+        (dict(backend="vllm"), "generation.backend"),
+        (dict(guard="vllm"), "judge.guard.backend"),
+        (dict(bench="vllm"), "utility_benchmarks.backend"),
+        (dict(backend="vllm", bench="vllm"), "generation.backend"),  # the first setting that needs vLLM
+    ],
+)
+def test_a_missing_vllm_interpreter_names_the_setting_that_needs_it(tmp_path, monkeypatch, kwargs, setting):
+    monkeypatch.setattr(je, "vllm_available", lambda: False)
+    vllm_backend.vllm_env_problem.cache_clear()
+    with pytest.raises(ConfigError) as err:
+        je.prepare_vllm(config(**kwargs), str(tmp_path), by_conda=False, local=True, environ={})
+    assert str(err.value) == (
+        f"{setting} = vllm: generation.vllm.python = 'no-such-env/bin/python' does not exist. {VLLM_MISSING}"
+    )
+
+
+def test_conda_or_an_importable_vllm_needs_no_interpreter(monkeypatch):
+    env = {}
+    monkeypatch.setattr(je, "vllm_available", lambda: False)
+    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=True, local=True, environ=env)
+    assert env == {ENV_ENGINE: "shared"}
+    monkeypatch.setattr(je, "vllm_available", lambda: True)
+    env = {}
+    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=False, local=False, environ=env)
+    assert env == {ENV_ENGINE: "per_run"}  # one shared engine needs the jobs on one machine
+
+
+def test_the_interpreter_relative_to_the_repository_is_exported(tmp_path, monkeypatch):
+    monkeypatch.setattr(je, "vllm_env_problem", lambda python, shown: None)
+    env = {}
+    python = je.vllm_python(config(python="env/bin/python"), str(tmp_path), "judge.llm.server", env)
+    assert python == str(tmp_path / "env" / "bin" / "python") and env == {ENV_PYTHON: python}
+    # One already exported (by the planning process, for a SLURM job that re-reads the Snakefile) is kept.
+    env = {ENV_PYTHON: sys.executable}
+    assert je.vllm_python(config(), str(tmp_path), "judge.llm.server", env) == sys.executable
+
+
+def test_an_interpreter_without_vllm_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        je, "vllm_env_problem", lambda python, shown: f"generation.vllm.python = {shown!r} cannot import vllm"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^judge.llm.server = vllm: generation.vllm.python = 'py' cannot import vllm\. "
+    ):
+        je.vllm_python(config(python="py"), str(tmp_path), "judge.llm.server", {})
