@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from other_user import as_nobody
 
 from tokensafe.runtime import jobserver, jobsocket
 
@@ -172,30 +173,6 @@ def test_a_job_with_a_wrong_secret_fails_with_a_clear_error(server, tmp_path):
     assert f"tokensafe job server {sock} refused this job: wrong secret" in there.stderr
 
 
-def _request_as_nobody(sock: str, request: dict) -> dict:
-    """``raw_request`` from a forked process that has become uid/gid 65534 ('nobody')."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                out = {"reply": raw_request(sock, request), "pid": os.getpid()}
-            except OSError as e:
-                out = {"error": type(e).__name__, "pid": os.getpid()}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        out = json.loads(f.read())
-    os.waitpid(pid, 0)
-    return out
-
-
 @pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux-only")
 @pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user (uid 65534) needs root")
 def test_a_client_of_another_user_is_refused_and_runs_nothing(server, tmp_path):
@@ -205,17 +182,17 @@ def test_a_client_of_another_user_is_refused_and_runs_nothing(server, tmp_path):
     script.write_text(EVIL.format(marker=str(marker)))
     # Even with the run's secret (as if leaked), another user is stopped first by the private directory ...
     request = job_request(script, secret=jobsocket.read_secret(sock))
-    assert _request_as_nobody(sock, request)["error"] == "PermissionError"
+    assert as_nobody(lambda: raw_request(sock, request))["error"] == "PermissionError"
     # ... and, with the directory and socket opened to everyone for this test, by the peer's uid.
     directory = os.path.dirname(sock)
     try:
         os.chmod(directory, 0o711)
         os.chmod(sock, 0o666)
-        out = _request_as_nobody(sock, request)
+        out = as_nobody(lambda: raw_request(sock, request))
     finally:
         os.chmod(directory, 0o700)
         os.chmod(sock, 0o600)
-    assert out.get("reply") == {"refused": f"uid 65534 is not this server's user (uid {os.geteuid()})"}, out
+    assert out.get("result") == {"refused": f"uid 65534 is not this server's user (uid {os.geteuid()})"}, out
     time.sleep(0.5)
     assert not marker.exists()
     assert f"refused a request from uid 65534 pid {out['pid']}: uid 65534 is not" in log.read_text()

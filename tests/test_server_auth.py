@@ -32,36 +32,13 @@ from tokensafe.runtime import httpkey, jobsocket
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user (uid 65534) needs root")
 NO_PEERCRED = pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="SO_PEERCRED is Linux-only")
+from other_user import as_nobody  # noqa: E402
+
 SERVE_MISSING = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
 
 
 def mode(path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-def as_nobody(fn) -> dict:
-    """``fn()`` (a JSON-able result, or the name of the OSError it raised) in a forked process that has become
-    uid/gid 65534 ('nobody')."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                out = {"result": fn(), "pid": os.getpid()}
-            except OSError as e:
-                out = {"error": type(e).__name__, "pid": os.getpid()}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        out = json.loads(f.read())
-    os.waitpid(pid, 0)
-    return out
 
 
 class loose_umask:
