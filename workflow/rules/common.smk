@@ -55,7 +55,7 @@ for _line in _notices:
     print(_line, file=sys.stderr)
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 # Jobs inherit this process's environment (on SLURM each job re-reads this file): the configured CPU code path
-# and a fixed hash seed (tokensafe.plan.job_environment; README "Same numbers where").
+# and a fixed hash seed (tokensafe.plan.job_environment; docs/numerics.md).
 pin_job_environment(config)
 CPU_NUMERICS = cpu_numerics(config)  # what the model stages' settings record of it
 

@@ -47,9 +47,9 @@ def config_problem(config: dict) -> str | None:
     if local_server(config) and cfg["model_path"] == "embedded" and config["models"]["aligned"] != "embedded":
         return (
             "judge.llm.model_path embedded is the embedded world's judge stand-in: it knows only the world's "
-            "prompts and responses. With models.aligned a real model, point judge.llm at a real judge (README, "
-            "'LLM judge': server external with GPT-4o or your server, or model_path a local folder) or set "
-            "judge.llm.enabled: false"
+            "prompts and responses. With models.aligned a real model, point judge.llm at a real judge "
+            "(docs/real-models.md, 'The LLM judge': server external with GPT-4o or your server, or model_path a "
+            "local folder) or set judge.llm.enabled: false"
         )
     if wants_win_rate(config) and reference(config) not in config["methods"]:
         methods = list(config["methods"])
