@@ -16,20 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from tokensafe.data.fetch.lockfile import LOCK  # written by the data command
+from tokensafe.io import sha256_file
+
 # The evaluation roles: their token counts are prompts only (tokensafe.methods.registry.run_roles says which
 # roles each run reads).
 EVAL_ROLES = ("task_eval", "harmful_eval")
 # The spec keys that select rows or change their text (what the card calls the filters).
 FILTER_KEYS = ("split", "subset", "where", "limit", "seed", "columns", "options", "header", "names")
-LOCK_FILE = "data/SOURCES.lock.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_files(path: str | Path) -> list[dict[str, Any]]:
@@ -151,7 +145,7 @@ def build_card(
     tokenizer,
     template: str,
     max_length: int,
-    lock_path: str = LOCK_FILE,
+    lock_path: str = LOCK,
     overlap: dict | None = None,
 ) -> dict[str, Any]:
     """The card of every role in ``tables`` (role -> its canonical table, results/data/<role>.parquet);

@@ -19,14 +19,13 @@ from tokensafe.data.fetch.lockfile import (
     digest,
     expected_sha256,
     load_lock,
-    sha256_file,
     up_to_date,
     wanted_revision,
 )
 from tokensafe.data.fetch.transport import FetchError, GatedError, download
 from tokensafe.data.fetch.upstream import Entry
 from tokensafe.data.roles import ROLES
-from tokensafe.io import atomic_path, write_json
+from tokensafe.io import atomic_path, sha256_file, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 

@@ -7,17 +7,9 @@ from pathlib import Path
 
 from tokensafe.data.fetch.transport import FetchError
 from tokensafe.data.fetch.upstream import Entry, Upstream
-from tokensafe.io import read_json
+from tokensafe.io import read_json, sha256_file
 
 LOCK = "data/SOURCES.lock.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def digest(path: Path) -> str | None:
