@@ -1,14 +1,12 @@
 # Canonical source tables, the poison-mixed fine-tuning sets and the data card.
-from tokensafe.data.leakage import roles_in_use
 from tokensafe.methods.registry import roles_used
 from tokensafe.plan.run_settings import overlap_settings
 from tokensafe.plan.runs import card_inputs, card_tokenizer, source_input
 
-# Every role some run reads: the card's entries (a run's rows carry the hash of its own roles' entries).
-CARD_ROLES = roles_used(METHODS)
-# Train/eval prompt overlap of every table the run reads (planning checked the local ones already), and the
-# evaluation prompts data.truncate_long_prompts cuts: tokensafe.data.leakage, tokensafe.data.lengths.
-OVERLAP_ROLES = roles_in_use(config)
+# Every role some run reads: the card's entries (a run's rows carry the hash of its own roles' entries), and the
+# tables whose train/eval prompt overlap the data_overlap job checks (planning checked the local ones already;
+# tokensafe.data.leakage) and whose evaluation prompts data.truncate_long_prompts cuts (tokensafe.data.lengths).
+DATA_ROLES = roles_used(METHODS)
 TRUNCATE = config["data"]["truncate_long_prompts"]
 
 
@@ -55,7 +53,7 @@ rule mix_finetune_set:
 
 rule data_card:
     input:
-        **card_inputs(config, CARD_ROLES),
+        **card_inputs(config, DATA_ROLES),
     output:
         json="results/data/card.json",
         md=report("results/data/card.md", caption="../report/card.rst", category="Data"),
@@ -68,8 +66,8 @@ rule data_card:
         **resources_for(config, "data"),
     params:
         code=code_version("data_card.py"),
-        roles=CARD_ROLES,
-        data={r: config["data"].get(r, "embedded") for r in CARD_ROLES},
+        roles=DATA_ROLES,
+        data={r: config["data"].get(r, "embedded") for r in DATA_ROLES},
         tokenizer=card_tokenizer(config),
         template=config["prompt_template"],
         max_length=config["max_length"],
@@ -78,7 +76,7 @@ rule data_card:
 
 
 def overlap_inputs(wildcards):
-    tables = {role: f"results/data/{role}.parquet" for role in OVERLAP_ROLES}
+    tables = {role: f"results/data/{role}.parquet" for role in DATA_ROLES}
     return {**tables, "aligned": MODEL_INPUT["aligned"]} if TRUNCATE else tables
 
 
@@ -96,8 +94,8 @@ rule data_overlap:
         **resources_for(config, "data"),
     params:
         code=code_version("data_overlap.py"),
-        roles=OVERLAP_ROLES,
-        settings=overlap_settings(config, OVERLAP_ROLES),
+        roles=DATA_ROLES,
+        settings=overlap_settings(config, DATA_ROLES),
         aligned=MODEL_REF["aligned"] if TRUNCATE else None,
     script:
         "../scripts/data_overlap.py"
