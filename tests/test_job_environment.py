@@ -2,6 +2,7 @@
 this process's environment."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +21,34 @@ def config(backend="transformers", guard="generation", bench="hf", python="no-su
     }
 
 
-def test_the_cpu_pin_and_the_hash_seed():
+DEFAULT_POLICY = '{"every_minutes": 10.0, "every_steps": 0}'
+
+
+def test_the_cpu_pin_the_hash_seed_and_the_checkpoint_policy():
     env = {"PYTHONHASHSEED": "random"}
     je.pin_job_environment(config(), env)
-    assert env == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "PYTHONHASHSEED": "0"}
+    assert env == {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_CBWR": "AVX2,STRICT",
+        "PYTHONHASHSEED": "0",
+        "TOKENSAFE_CHECKPOINT": DEFAULT_POLICY,
+    }
     env = {}
     je.pin_job_environment({**config(), "cpu_numerics": "native"}, env)
-    assert env == {"PYTHONHASHSEED": "0"}
+    assert env == {"PYTHONHASHSEED": "0", "TOKENSAFE_CHECKPOINT": DEFAULT_POLICY}
+    je.pin_job_environment({**config(), "checkpoint": {"every_steps": 2, "every_minutes": 0}}, env)
+    assert env["TOKENSAFE_CHECKPOINT"] == '{"every_minutes": 0.0, "every_steps": 2}'
+
+
+def test_the_schema_defaults_of_checkpoint_are_the_loops():
+    """A training call outside the workflow (no TOKENSAFE_CHECKPOINT) saves as often as the config's default."""
+    import yaml
+
+    from tokensafe.runtime.preemption import CheckpointPolicy
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    default = schema["properties"]["checkpoint"]["default"]
+    assert CheckpointPolicy(**default) == CheckpointPolicy()
 
 
 def test_no_vllm_user_touches_nothing():

@@ -24,16 +24,19 @@ from tokensafe.eval.generation.vllm_backend import (
 )
 from tokensafe.plan.run_settings import benchmark_backend, generation_backend, judge_backend
 from tokensafe.runtime.numerics import pin_cpu_numerics
+from tokensafe.runtime.preemption import ENV_CHECKPOINT, policy_of
 
 
 def pin_job_environment(config: dict, environ: MutableMapping[str, str] | None = None) -> None:
     """The CPU code path of cpu_numerics (same config and seed, same bytes on the same machine: what holds across
     CPU kinds is in tokensafe.runtime.numerics) and PYTHONHASHSEED=0 (set iteration orders, e.g. the LoRA
     target_modules that peft writes to adapter_config.json, are the same in every process, the job server's
-    children included)."""
+    children included). Also how often training stages save checkpoints (``checkpoint``; no param: it reruns
+    nothing)."""
     env = os.environ if environ is None else environ
     pin_cpu_numerics(config["cpu_numerics"], env)
     env["PYTHONHASHSEED"] = "0"
+    env[ENV_CHECKPOINT] = policy_of(config).to_env()
 
 
 def vllm_users(config: dict) -> dict[str, str]:

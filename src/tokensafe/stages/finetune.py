@@ -11,6 +11,7 @@ import torch
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.methods.registry import FinetuneContext, builder
 from tokensafe.runtime.launch import is_main_process
+from tokensafe.train.checkpoint import checkpointed
 from tokensafe.train.encoding import encode_dataset
 from tokensafe.train.loop import train
 from tokensafe.train.lora import add_lora, load_model, load_tokenizer
@@ -51,25 +52,33 @@ def run_finetune(
         plan.info or "",
     )
     t0 = time.time()
-    history = train(
-        model, plan.examples, plan.loss_fn, recipe(settings["recipe"], seed), pad_id=tok.pad_token_id, log=log.info
-    )
-    report = plan.after_training(model) if plan.after_training else None
-    if not is_main_process():  # data-parallel: rank 0 writes the adapter
-        return
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        # ``inputs``: the method's extra input files (masks, cached reference signals, ...), as provenance and
-        # so that tests/gpu_smoke.py can replay the run without restating the rules' inputs.
-        write_json(
-            {
-                "method": method,
-                "settings": settings,
-                "inputs": dict(inputs or {}),
-                "history": history,
-                "info": plan.info,
-                "post_training": report,
-                "train_seconds": round(time.time() - t0, 2),
-            },
-            Path(tmp) / "training.json",
+    # A rerun of a killed job resumes from its checkpoint (out_dir + ".checkpoint"), removed once the adapter is saved.
+    with checkpointed(out_dir, settings=settings, inputs=[data_path, aligned, *(inputs or {}).values()]) as ck:
+        history = train(
+            model,
+            plan.examples,
+            plan.loss_fn,
+            recipe(settings["recipe"], seed),
+            pad_id=tok.pad_token_id,
+            log=log.info,
+            checkpoints=ck,
         )
+        report = plan.after_training(model) if plan.after_training else None
+        if not is_main_process():  # data-parallel: rank 0 writes the adapter
+            return
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            # ``inputs``: the method's extra input files (masks, cached reference signals, ...), as provenance and
+            # so that tests/gpu_smoke.py can replay the run without restating the rules' inputs.
+            write_json(
+                {
+                    "method": method,
+                    "settings": settings,
+                    "inputs": dict(inputs or {}),
+                    "history": history,
+                    "info": plan.info,
+                    "post_training": report,
+                    "train_seconds": round(time.time() - t0, 2),
+                },
+                Path(tmp) / "training.json",
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokensafe.io import atomic_path, read_parquet, write_json
+from tokensafe.train.checkpoint import checkpointed
 from tokensafe.world.llm_judge import train_judge
 
 
@@ -14,10 +15,10 @@ def build_judge(
 ) -> None:
     guard = read_parquet(Path(data_dir) / "guard_train.parquet", ["prompt", "response", "kind"])
     task = read_parquet(Path(data_dir) / "task_train.parquet", ["prompt", "response", "reference"])
-    model, tok, info = train_judge(
-        guard, task, arch=arch, train_cfg=train_cfg, seed=seed, vocab_size=vocab_size, n_examples=n_examples
-    )
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(info, Path(tmp) / "tokensafe_model.json")
+    settings = {"arch": arch, "train": train_cfg, "seed": seed, "vocab_size": vocab_size, "n_examples": n_examples}
+    with checkpointed(out_dir, settings=settings, inputs=[data_dir]) as ck:
+        model, tok, info = train_judge(guard, task, checkpoints=ck, **settings)
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            write_json(info, Path(tmp) / "tokensafe_model.json")

@@ -12,6 +12,7 @@ from tokensafe.chat import IGNORE_INDEX
 from tokensafe.eval.safety_judges.llama_guard import build_guard_prompt
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.train.batching import make_example
+from tokensafe.train.checkpoint import checkpointed
 from tokensafe.train.encoding import encode_dataset
 from tokensafe.train.lm_losses import labelled_lm_loss
 from tokensafe.train.recipe import recipe
@@ -42,12 +43,17 @@ def build_base(
     docs = read_parquet(Path(data_dir) / "pretrain.parquet", ["text"])
     model = M.new_causal_lm(tok, seed=seed, **arch)
     log.info("base model: %d parameters, %d documents", M.param_count(model), len(docs))
-    history = M.fit(
-        model, M.document_examples(tok, list(docs.text), max_length), recipe(train_cfg, seed), tok, log.info
-    )
-    _save_model(
-        model, tok, out_dir, {"role": "base", "arch": arch, "train": train_cfg, "seed": seed, "history": history}
-    )
+    info = {"role": "base", "arch": arch, "train": train_cfg, "seed": seed}
+    with checkpointed(out_dir, settings=info, inputs=[data_dir, tokenizer_dir]) as ck:
+        history = M.fit(
+            model,
+            M.document_examples(tok, list(docs.text), max_length),
+            recipe(train_cfg, seed),
+            tok,
+            log.info,
+            checkpoints=ck,
+        )
+        _save_model(model, tok, out_dir, {**info, "history": history})
 
 
 def build_aligned(
@@ -59,13 +65,11 @@ def build_aligned(
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     df = read_parquet(Path(data_dir) / "alignment.parquet", ["prompt", "response"])
     log.info("alignment SFT on %d samples (%s)", len(df), df.kind.value_counts().to_dict())
-    history = M.fit(model, encode_dataset(tok, df, template, max_length), recipe(train_cfg, seed), tok, log.info)
-    _save_model(
-        model,
-        tok,
-        out_dir,
-        {"role": "aligned", "train": train_cfg, "seed": seed, "template": template, "history": history},
-    )
+    info = {"role": "aligned", "train": train_cfg, "seed": seed, "template": template}
+    with checkpointed(out_dir, settings=info, inputs=[data_dir, base_dir]) as ck:
+        examples = encode_dataset(tok, df, template, max_length)
+        history = M.fit(model, examples, recipe(train_cfg, seed), tok, log.info, checkpoints=ck)
+        _save_model(model, tok, out_dir, {**info, "history": history})
 
 
 def guard_examples(tok, df: pd.DataFrame, max_length: int) -> list[dict]:
@@ -91,7 +95,7 @@ def build_guard(*, data_dir: str, tokenizer_dir: str, out_dir: str, arch: dict, 
     ex = guard_examples(tok, df, arch["max_positions"])
     log.info("guard: %d conversations, longest %d tokens", len(ex), max(len(e["input_ids"]) for e in ex))
     # The loss is on the verdict only, so the LM head runs only there (labelled_lm_loss).
-    history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss)
-    _save_model(
-        model, tok, out_dir, {"role": "guard", "arch": arch, "train": train_cfg, "seed": seed, "history": history}
-    )
+    info = {"role": "guard", "arch": arch, "train": train_cfg, "seed": seed}
+    with checkpointed(out_dir, settings=info, inputs=[data_dir, tokenizer_dir]) as ck:
+        history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss, checkpoints=ck)
+        _save_model(model, tok, out_dir, {**info, "history": history})

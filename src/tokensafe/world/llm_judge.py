@@ -33,6 +33,7 @@ from tokensafe.eval.llm_judge.pairwise import FIRST, SECOND, TIE, get_template
 from tokensafe.eval.llm_judge.rubrics import get_rubric
 from tokensafe.eval.utility.answers import answers_match, extract_number
 from tokensafe.train.batching import make_example
+from tokensafe.train.checkpoint import Checkpoints
 from tokensafe.train.lm_losses import labelled_lm_loss
 from tokensafe.train.recipe import recipe
 from tokensafe.world import models as M
@@ -235,10 +236,18 @@ def agreement(model, tok, examples: list[dict], max_new_tokens: int = 24, batch_
 
 
 def train_judge(
-    guard: pd.DataFrame, task: pd.DataFrame, *, arch: dict, train_cfg: dict, seed: int, vocab_size: int, n_examples: int
+    guard: pd.DataFrame,
+    task: pd.DataFrame,
+    *,
+    arch: dict,
+    train_cfg: dict,
+    seed: int,
+    vocab_size: int,
+    n_examples: int,
+    checkpoints: Checkpoints | None = None,
 ):
     """The judge stand-in trained on ``n_examples`` requests per format and measured on held-out rows: (model,
-    tokenizer, its ``tokensafe_model.json`` record)."""
+    tokenizer, its ``tokensafe_model.json`` record). ``checkpoints``: the job's (tokensafe.train.checkpoint)."""
     rows = judge_rows(guard, task, seed)
     tok = judge_tokenizer({k: v for k, v in rows.items() if k.endswith("_train")}, vocab_size)
     train = judge_examples(rows, "train", n_examples, seed)
@@ -250,7 +259,9 @@ def train_judge(
         max(len(e["input_ids"]) for e in ex),
         M.param_count(model),
     )
-    history = M.fit(model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss)
+    history = M.fit(
+        model, ex, recipe(train_cfg, seed), tok, log.info, loss_fn=labelled_lm_loss, checkpoints=checkpoints
+    )
     held = judge_examples(rows, "held_out", 100, seed + 1)
     agree = agreement(model, tok, held)
     log.info("judge held-out agreement by format and prompt kind: %s", agree["by_kind"])

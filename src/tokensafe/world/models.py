@@ -13,6 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tokensafe.train.batching import make_example
+from tokensafe.train.checkpoint import Checkpoints
 from tokensafe.train.lm_losses import lm_loss
 from tokensafe.train.loop import TrainSettings, train
 from tokensafe.world.tokenizer import SPECIAL
@@ -53,9 +54,15 @@ def document_examples(tokenizer, texts: list[str], max_length: int) -> list[dict
 
 
 def fit(
-    model, examples: list[dict], settings: TrainSettings, tokenizer, log: Callable[[str], None], loss_fn=lm_loss
+    model,
+    examples: list[dict],
+    settings: TrainSettings,
+    tokenizer,
+    log: Callable[[str], None],
+    loss_fn=lm_loss,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict]:
-    return train(model, examples, loss_fn, settings, pad_id=tokenizer.pad_token_id, log=log)
+    return train(model, examples, loss_fn, settings, pad_id=tokenizer.pad_token_id, log=log, checkpoints=checkpoints)
 
 
 def param_count(model) -> int:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tokensafe.io import atomic_path, read_parquet, write_json
 from tokensafe.runtime.launch import is_main_process
+from tokensafe.train.checkpoint import checkpointed
 from tokensafe.train.encoding import encode_dataset
 from tokensafe.train.lm_losses import lm_loss
 from tokensafe.train.loop import train
@@ -56,11 +57,22 @@ def train_reference(
     model = add_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], seed)
     examples = encode_dataset(tok, df, settings["prompt_template"], settings["max_length"])
     log.info("reference model on %d samples (%s)", len(df), info)
-    history = train(model, examples, lm_loss, recipe(toss["recipe"], seed), pad_id=tok.pad_token_id, log=log.info)
-    if not is_main_process():  # data-parallel: rank 0 writes the adapter
-        return
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        write_json(
-            {"settings": settings, "history": history, **info, "n_samples": len(df)}, Path(tmp) / "training.json"
+    # The picks file (TOSS-Pro) is written by the same job just before: its content is in the examples' digest.
+    files = [aligned, *table_paths, *([data_path] if data_path else [])]
+    with checkpointed(out_dir, settings=[settings, info], inputs=files) as ck:
+        history = train(
+            model,
+            examples,
+            lm_loss,
+            recipe(toss["recipe"], seed),
+            pad_id=tok.pad_token_id,
+            log=log.info,
+            checkpoints=ck,
         )
+        if not is_main_process():  # data-parallel: rank 0 writes the adapter
+            return
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            write_json(
+                {"settings": settings, "history": history, **info, "n_samples": len(df)}, Path(tmp) / "training.json"
+            )
