@@ -3,7 +3,8 @@
 Deliberately not ``transformers.Trainer``: each method here is one loss function over a batch that may
 carry cached reference signals, and a 40-line loop keeps that explicit and starts in well under a
 second on the tiny default models. ``accelerate`` does device placement, bf16 autocast on GPUs and data
-parallelism when the script is started with ``accelerate launch``/``torchrun``.
+parallelism when the script is started with ``accelerate launch``/``torchrun``. A job's checkpoints
+(``tokensafe.train.checkpoint``, docs/checkpoints.md) make a killed run resume where it stopped, to the same bytes.
 """
 
 from __future__ import annotations
