@@ -65,6 +65,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/bench_loss_dump.py
 	$(BIN)/python bench/bench_pact_step.py
+	$(BIN)/python bench/bench_checkpoint.py --out bench/results/checkpoint_cpu.json
 
 clean:
 	rm -rf results logs benchmarks .snakemake
