@@ -105,6 +105,29 @@ def test_a_resumed_run_ends_with_the_uninterrupted_weights_bit_for_bit(tmp_path,
     assert not torch.equal(whole[next(n for n in whole if "lora_B" in n)], torch.zeros_like(whole[next(iter(whole))]))
 
 
+def test_a_whole_model_resumes_bit_for_bit(tmp_path):
+    """The world's models train every parameter (tied input and output embeddings, attention dropout)."""
+    settings = TrainSettings(lr=5e-3, batch_size=4, steps=5, grad_accum=2, schedule="cosine", seed=2)
+
+    def whole_model_run(ck, crash_at=None):
+        model = tiny_llama(50, tie_word_embeddings=True, attention_dropout=0.3).train()
+        random.seed(5)
+        np.random.seed(5)
+        calls = [0]
+        train(model, examples(), noisy_loss(calls, crash_at), settings, pad_id=0, log=lambda *_: None, checkpoints=ck)
+        return model.state_dict()
+
+    whole = whole_model_run(None)
+    ck = Checkpoints(tmp_path / "c", {}, CheckpointPolicy(every_steps=1, every_minutes=0))
+    with pytest.raises(Crash):
+        whole_model_run(ck, crash_at=6)  # within step 3 (the second of the second epoch)
+    resumed = whole_model_run(ck)
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert not torch.equal(
+        whole["lm_head.weight"], tiny_llama(50, tie_word_embeddings=True).state_dict()["lm_head.weight"]
+    )
+
+
 def test_resume_skips_the_steps_already_done(tmp_path):
     settings = TrainSettings(lr=5e-2, batch_size=4, steps=6, seed=1)
     ck = Checkpoints(tmp_path / "c", {}, CheckpointPolicy(every_steps=2, every_minutes=0))
