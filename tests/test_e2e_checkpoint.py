@@ -6,6 +6,7 @@ The loop's own resume tests (each schedule, gradient accumulation, mid-epoch): t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,14 +42,26 @@ def config(checkpoint: dict) -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The micro world with the fine-tune done once without checkpoints: (folder, config with a checkpoint after
-    every step, the uninterrupted adapter's bytes)."""
+    every step, the uninterrupted run's adapter bytes and logged history)."""
     wd = tmp_path_factory.mktemp("ckpt")
     plain = write_config(config({"every_steps": 0, "every_minutes": 0}), wd, "plain.yaml")
     snakemake(wd, plain, "--cores", "2", ADAPTER)
     every_step = write_config(config({"every_steps": 1, "every_minutes": 0}), wd, "every_step.yaml")
     # How often a job saves changes no output: nothing reruns.
     assert planned_jobs(wd, every_step, ADAPTER) == {}
-    return wd, every_step, (wd / ADAPTER / "adapter_model.safetensors").read_bytes()
+    return wd, every_step, Uninterrupted((wd / ADAPTER / "adapter_model.safetensors").read_bytes(), history(wd))
+
+
+@dataclass
+class Uninterrupted:
+    adapter: bytes
+    history: list[dict]
+
+
+def history(wd: Path) -> list[dict]:
+    """The logged steps of the run (training.json), without their wall times."""
+    rows = json.loads((wd / ADAPTER / "training.json").read_text())["history"]
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in rows]
 
 
 def start(wd: Path, cfg: Path, env: dict | None = None) -> subprocess.Popen:
@@ -74,12 +88,13 @@ def wait_for_checkpoint(wd: Path, proc: subprocess.Popen, timeout: float = 600) 
         time.sleep(0.01)
 
 
-def rerun_resumes(wd: Path, cfg: Path, reference: bytes, step: int) -> None:
+def rerun_resumes(wd: Path, cfg: Path, reference: Uninterrupted, step: int) -> None:
     assert 0 < step < STEPS  # killed midway
     assert not (wd / ADAPTER).exists()
     snakemake(wd, cfg, "--cores", "2", ADAPTER)
     assert f"resumed from checkpoint {CHECKPOINT} at step {step} of {STEPS}" in (wd / LOG).read_text()
-    assert (wd / ADAPTER / "adapter_model.safetensors").read_bytes() == reference
+    assert (wd / ADAPTER / "adapter_model.safetensors").read_bytes() == reference.adapter
+    assert history(wd) == reference.history  # the running means across the kill too
     assert not (wd / ADAPTER).with_name("adapter.checkpoint").exists()  # removed once the adapter is saved
 
 
