@@ -120,7 +120,7 @@ def train(
             loop_settings=dataclasses.asdict(settings),
             examples=examples_digest(examples),
             trainable=[[n, list(p.shape), str(p.dtype)] for n, p in trainable.items()],
-            loss=f"{getattr(loss_fn, '__module__', '')}.{getattr(loss_fn, '__qualname__', repr(loss_fn))}",
+            loss=f"{loss_fn.__module__}.{getattr(loss_fn, '__qualname__', type(loss_fn).__qualname__)}",
             batching=[pad_id, total, accelerator.num_processes, accelerator.device.type, accelerator.mixed_precision],
         )
         saver.fingerprint = fingerprint
