@@ -15,7 +15,7 @@ def build_judge(
 ) -> None:
     guard = read_parquet(Path(data_dir) / "guard_train.parquet", ["prompt", "response", "kind"])
     task = read_parquet(Path(data_dir) / "task_train.parquet", ["prompt", "response", "reference"])
-    settings = {"arch": arch, "train": train_cfg, "seed": seed, "vocab_size": vocab_size, "n_examples": n_examples}
+    settings = {"arch": arch, "train_cfg": train_cfg, "seed": seed, "vocab_size": vocab_size, "n_examples": n_examples}
     with checkpointed(out_dir, settings=settings, inputs=[data_dir]) as ck:
         model, tok, info = train_judge(guard, task, checkpoints=ck, **settings)
         with atomic_path(out_dir) as tmp:
