@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SECOND_METHODS = ["sft", "toss", "toss_pro", "pact", "constrained_sft", "safety_mix", "safelora"]
+SECOND_METHODS = ["sft", "toss", "pact", "constrained_sft", "safety_mix"]
 
 
 def snakemake(workdir: Path, configfile: Path, cores: int) -> None:
@@ -97,7 +97,7 @@ def estimates(configfile: Path, workdir: Path, throughput: Path | None):
 
 
 def compare(ests, bench: Path) -> pd.DataFrame:
-    from tokensafe.plan.cost import read_benchmark
+    from tokensafe.plan.calibration import read_benchmark
 
     rows = []
     for e in ests:

@@ -14,10 +14,11 @@ from test_presets import NO_VLLM, PRESETS, REPLACE, layout
 from test_presets import plan as dry_run
 
 from tokensafe.config import SCHEMA_PATH
-from tokensafe.plan import cost
+from tokensafe.plan import calibration, cost
 from tokensafe.plan.__main__ import main
-from tokensafe.plan.jobs import WORLD_LENGTHS, plan_jobs
+from tokensafe.plan.jobs import plan_jobs
 from tokensafe.plan.scheduling import resources_for
+from tokensafe.plan.sizes import WORLD_LENGTHS
 
 from workflow_utils import REPO, load_default_config, micro_config, write_config
 
@@ -136,7 +137,7 @@ def test_calibration_fits_synthetic_benchmarks(tmp_path):
     ft = next(j for j in jobs if j.rule == "finetune")
     write_tsv(tmp_path / "benchmarks" / f"{ft.benchmark}.tsv", 10.0, 500.0)
     write_tsv(tmp_path / "benchmarks" / "data_card.tsv", 1.5, 90.0)
-    rows, notes = cost.calibrate(planner, jobs, [tmp_path / "benchmarks"], "test machine", "2026-01-01")
+    rows, notes = calibration.calibrate(planner, jobs, [tmp_path / "benchmarks"], "test machine", "2026-01-01")
     got = {r["stage"]: r for r in rows}
     # equal work everywhere: the table's overhead (2 s) is kept, the rate is work / (s - overhead) = 100 tokens/s
     assert got["generate/transformers"]["overhead_s"] == 2.0
@@ -148,17 +149,17 @@ def test_calibration_fits_synthetic_benchmarks(tmp_path):
     # a run through the local job server: its max_rss is the launcher's, not fitted
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "jobserver.log").write_text("")
-    rows, notes = cost.calibrate(planner, jobs, [tmp_path / "benchmarks"], "test machine", "2026-01-01")
+    rows, notes = calibration.calibrate(planner, jobs, [tmp_path / "benchmarks"], "test machine", "2026-01-01")
     assert "host_mb" not in {r["stage"]: r for r in rows}["data_card"] and "job server" in notes[0]
     # the fitted table round-trips through its file, and the plan then uses it
-    cost.write_table(rows, tmp_path / "fit.yaml", "test")
+    calibration.write_table(rows, tmp_path / "fit.yaml", "test")
     assert cost.load_table(tmp_path / "fit.yaml") == rows
     est = cost.Planner(cfg, cost.load_table(tmp_path / "fit.yaml"), "cpu").estimate(gen[1])
     assert est.seconds == pytest.approx(2.0 + work / 100.0) and not est.unmeasured
 
 
 def test_fit_rate_separates_overhead_when_work_varies():
-    assert cost.fit_rate([1000, 3000, 2000], [12.0, 32.0, 22.0], 0.0) == pytest.approx((2.0, 100.0))
+    assert calibration.fit_rate([1000, 3000, 2000], [12.0, 32.0, 22.0], 0.0) == pytest.approx((2.0, 100.0))
 
 
 def test_table_rows_name_their_source(tmp_path):

@@ -48,7 +48,8 @@ def build(config: dict, directory: str | Path = ".") -> tuple[list, list[str]]:
     """The jobs of a config with their work, read from ``directory`` (data files, a finished data card)."""
     import json
 
-    from tokensafe.plan.jobs import lengths, plan_jobs, unknown_lm_eval_tasks
+    from tokensafe.plan.jobs import plan_jobs
+    from tokensafe.plan.sizes import lengths, unknown_lm_eval_tasks
 
     with contextlib.chdir(directory):
         rows, tables, notes = read_data(config)
@@ -67,7 +68,7 @@ def default_gpu(config: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tokensafe.plan import cost
+    from tokensafe.plan import calibration, cost
 
     parser = argparse.ArgumentParser(
         prog="python -m tokensafe.plan",
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         machine = args.machine or f"{platform.processor() or platform.machine()} ({platform.node()})"
         date = datetime.date.today().isoformat()
         try:
-            rows, cal_notes = cost.calibrate(planner, jobs, args.calibrate, machine, date)
+            rows, cal_notes = calibration.calibrate(planner, jobs, args.calibrate, machine, date)
         except ValueError as e:
             print(f"--calibrate: {e}", file=sys.stderr)
             return 1
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Throughput fitted by python -m tokensafe.plan {args.config} --calibrate "
             f"{' '.join(args.calibrate)}\non {machine}, {date}. Reuse: --throughput {args.out}"
         )
-        cost.write_table(rows, args.out, header)
+        calibration.write_table(rows, args.out, header)
         notes.append(f"calibrated {len(rows)} rows from {', '.join(args.calibrate)}: written to {args.out}")
         planner = cost.Planner(config, cost.merged(table, rows), gpu)
     estimates = [planner.estimate(j) for j in jobs]
