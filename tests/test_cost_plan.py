@@ -158,6 +158,16 @@ def test_calibration_fits_synthetic_benchmarks(tmp_path):
     assert est.seconds == pytest.approx(2.0 + work / 100.0) and not est.unmeasured
 
 
+def test_a_missing_throughput_file_stops_the_plan(tmp_path, monkeypatch):
+    from tokensafe.config import ConfigError, check_config
+
+    cfg = micro_config()
+    cfg["plan"] = {"throughput": "results/plan/nothing.yaml"}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="plan.throughput: results/plan/nothing.yaml: no such file"):
+        check_config(cfg, data_checks=False)
+
+
 def test_fit_rate_separates_overhead_when_work_varies():
     assert calibration.fit_rate([1000, 3000, 2000], [12.0, 32.0, 22.0], 0.0) == pytest.approx((2.0, 100.0))
 
