@@ -33,7 +33,9 @@ def calibrate(
 
     Pairs each job of ``jobs`` with ``<dir>/<its benchmark>.tsv``; per stage (finetune per method), fits the
     rate and the fixed overhead: ``seconds = overhead + work / rate`` by least squares where the jobs' work spans
-    at least 1.5x, else the overhead of the table's row (at most half the fastest job) and the rate from the sums.
+    at least 1.5x, else the overhead of the table's row, or without one the median time of the run's jobs without a
+    model on that device (a job's start, imports and table reads on this machine), at most half the stage's fastest
+    job, and the rate from the sums.
     Peak host memory is the largest max_rss, unless the run used the local job server (its benchmark files then
     measure the launcher only, not the job: logs/jobserver.log beside benchmarks/). Returns the rows and notes."""
     notes: list[str] = []
@@ -64,6 +66,10 @@ def calibrate(
             f"no benchmark file of this config's jobs under {', '.join(map(str, bench_dirs))} "
             "(benchmarks/<rule>/....tsv of a finished run of the same config)"
         )
+    start: dict[str, float] = {}
+    for device in {dev for _, dev in groups}:
+        fixed = sorted(b["s"] for (_, dev), ps in groups.items() if dev == device for e, b in ps if e.job.work <= 1)
+        start[device] = fixed[len(fixed) // 2] if fixed else 0.0
     rows = []
     for (stage, device), pairs in sorted(groups.items()):
         est0 = pairs[0][0]
@@ -85,7 +91,7 @@ def calibrate(
         if fixed_cost:
             row["seconds"] = round(sum(secs) / len(secs), 3)
         else:
-            overhead, rate = fit_rate(works, secs, float(base.get("overhead_s", 0.0)))
+            overhead, rate = fit_rate(works, secs, float(base.get("overhead_s", start[device])))
             row.update({"tokens_per_s": round(rate, 3), "params": params, "overhead_s": round(overhead, 3)})
         if rss:
             row["host_mb"] = {"fixed": round(max(rss), 1), "per_b": 0}
