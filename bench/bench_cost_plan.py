@@ -7,9 +7,9 @@ config that changes the work per job, run it, and compare each stage family's es
 2. The second config doubles the work per job: ``n_finetune`` 1000 -> 2000 (the loss dumps, PACT's reference
    logits, the aligned losses and the mixing read twice the rows; the fine-tunes keep ``finetune.recipe.steps``)
    and twice the evaluation prompts (``data.harmful_eval`` / ``data.task_eval``: files holding each embedded
-   prompt twice; 200 harmful and 400 task prompts), on fewer methods and one seed to keep the run short. It runs in
-   a copy of the first run's folder, so the world models and what the change does not touch are reused; only the
-   jobs that run have benchmark files, and only those are compared.
+   prompt twice; 200 harmful and 400 task prompts), on fewer methods and one seed to keep the run short. It starts
+   from the first run's world models (copied: not rerun, not compared) and data card (the token lengths), and runs
+   every other job again; each job that runs has a benchmark file and is compared.
 3. Per family: the sum of the estimates of the jobs that ran vs the sum of their measured wall seconds.
 
 Wall times on a shared machine are noisy; the script says so in its output (bench/results/cost_plan_<cpu>.md).
@@ -173,12 +173,10 @@ def main(argv=None) -> int:
     if not args.no_run:
         if second.exists():
             shutil.rmtree(second)
-        shutil.copytree(
-            first_dir,
-            second,
-            ignore=shutil.ignore_patterns("benchmarks", "logs", ".snakemake", "bench_run.log"),
-            symlinks=True,
-        )
+        # the world models and the data card (token lengths) of the first run; every other job runs again
+        (second / "results" / "data").mkdir(parents=True)
+        shutil.copytree(first_dir / "results" / "world", second / "results" / "world", symlinks=True)
+        shutil.copy(first_dir / "results" / "data" / "card.json", second / "results" / "data" / "card.json")
         cfg = second_config(yaml.safe_load(first_cfg.read_text()), second)
         (second / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # The plan before the run (the data card copied from the first run gives the token lengths: the same prompts).
@@ -202,8 +200,10 @@ def main(argv=None) -> int:
 Calibrated on the default config's run ({first_dir}: {fit["jobs"].iloc[-1]} jobs with benchmark files), then
 planned and run: n_finetune {cfg["n_finetune"]}, {cfg["methods"]} at seeds {cfg["seeds"]}, poison ratios
 {cfg["poison_ratios"]}, evaluation prompts doubled (data.harmful_eval / data.task_eval: each embedded prompt twice).
-Only the jobs that ran in the second run (benchmark files) are compared; wall seconds (Snakemake's `s`), summed per
-family. Both runs used the local job server, 2 cores, on a machine shared with other jobs: wall times are noisy.
+The second run reused the first run's world models; every other job ran and is compared by its benchmark file:
+wall seconds (Snakemake's `s`), summed per family. Both runs used the local job server and 2 cores, on a machine
+shared with other jobs: wall times are noisy."""
+    text += f"""
 
 ## Second config: estimate (calibrated on the first run) vs measured
 
