@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "--calibrate BENCHMARKS_DIR after a run, or bench/gpu_calibration.py on the GPU"
         )
     else:
-        print("every estimate comes from measured table rows")
+        print("every estimate that has a table row comes from a measured row")
     if total["missing"]:
         print(f"no table row (counted as 0 hours) for: {', '.join(total['missing'])}")
     for line in notes + cost.resource_notes(estimates, config):

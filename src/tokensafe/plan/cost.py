@@ -24,7 +24,6 @@ from tokensafe.plan.jobs import FAMILIES, RESOURCE_FAMILY, Job
 from tokensafe.plan.sizes import model_params
 
 TABLE = Path(__file__).with_name("throughput.yaml")
-DEVICES = ("cpu", "h100", "h200")
 # The margin of a job's resources over its estimate (config plan.margin; docs/cost-plan.md).
 DEFAULT_MARGIN = {"time_factor": 1.5, "time_floor_min": 10, "mem_factor": 1.5, "mem_floor_mb": 1000}
 
