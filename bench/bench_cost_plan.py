@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     cpu = cpu_name()
     text = f"""# Cost plan: estimate vs measured ({cpu})
 
-Calibrated on the default config's run ({first_dir}: {fit["jobs"].iloc[-1]} jobs with benchmark files), then
+Calibrated on the default config's run ({fit["jobs"].iloc[-1]} of its jobs had benchmark files), then
 planned and run: n_finetune {cfg["n_finetune"]}, {cfg["methods"]} at seeds {cfg["seeds"]}, poison ratios
 {cfg["poison_ratios"]}, evaluation prompts doubled (data.harmful_eval / data.task_eval: each embedded prompt twice).
 The second run reused the first run's world models; every other job ran and is compared by its benchmark file:
@@ -213,7 +214,8 @@ shared with other jobs: wall times are noisy."""
 
 {table(fit)}
 """
-    out = args.out or REPO / "bench" / "results" / f"cost_plan_{cpu.split(',')[0].replace(' ', '_').lower()}.md"
+    tag = re.sub(r"[^a-z0-9]+", "_", cpu.split(",")[0].lower().replace("(r)", "")).strip("_")
+    out = args.out or REPO / "bench" / "results" / f"cost_plan_{tag}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
