@@ -190,7 +190,7 @@ def test_resources_follow_the_estimate_and_user_values_win(tmp_path):
     cfg = micro_config()
     # one fine-tune's work (4 x 16 x 35 = 2240 tokens) takes an hour at this rate; 2000 MB of host memory
     (tmp_path / "fit.yaml").write_text(
-        "rows:\n- {stage: finetune, device: cpu, size: embedded, tokens_per_s: %r, overhead_s: 0, "
+        "rows:\n- {stage: finetune/sft, device: cpu, size: embedded, tokens_per_s: %r, overhead_s: 0, "
         "host_mb: {fixed: 2000, per_b: 0}, source: measured, machine: test, date: 2026-01-01}\n" % (2240 / 3600)
     )
     cfg["plan"] = {"throughput": str(tmp_path / "fit.yaml"), "margin": {"time_factor": 1.5, "mem_factor": 1.25}}
