@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup run test lint vllm dryrun bench clean data
+.PHONY: setup run test lint vllm dryrun bench clean data plan
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ run: setup
 data: setup
 	@test -n "$(PRESET)" || { echo "usage: make data PRESET=<name of config/presets/<name>.yaml>"; exit 2; }
 	$(BIN)/python -m tokensafe.data.fetch $(PRESET) $(DATA_ARGS)
+
+# What a config costs before it runs (docs/cost-plan.md): make plan [CONFIG=config/presets/<name>.yaml] [GPU=h200].
+# The benchmarks/ of a finished run of that config calibrate the table (results/plan/throughput.calibrated.yaml):
+# CALIBRATE=benchmarks; for config.yaml, ./benchmarks is used when present (make run writes it).
+CONFIG ?= config.yaml
+CALIBRATE ?= $(if $(filter config.yaml,$(CONFIG)),$(wildcard benchmarks))
+plan: setup
+	$(BIN)/python -m tokensafe.plan $(CONFIG) $(if $(GPU),--gpu $(GPU)) $(if $(CALIBRATE),--calibrate $(CALIBRATE))
 
 dryrun: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n

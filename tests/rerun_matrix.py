@@ -66,9 +66,11 @@ def load_matrix() -> list[dict]:
 
 
 def _value(v):
-    """Data paths in the table are relative to the repository root (``tests/data/public``)."""
+    """Data paths in the table are relative to the repository root (``tests/data/public``, ``tests/data/*.yaml``)."""
     if isinstance(v, dict) and isinstance(v.get("path"), str) and not Path(v["path"]).is_absolute():
         return {**v, "path": str(REPO / v["path"])}
+    if isinstance(v, str) and v.startswith("tests/data/"):  # a file the setting names (plan.throughput)
+        return str(REPO / v)
     return v
 
 

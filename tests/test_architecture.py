@@ -77,7 +77,8 @@ def imports(path: Path) -> set[str]:
 
 
 def test_no_two_modules_share_a_file_name():
-    names = Counter(p.name for p in MODULES if p.name != "__init__.py")
+    # __init__.py and __main__.py are Python's own names for a package and its command (python -m)
+    names = Counter(p.name for p in MODULES if p.name not in ("__init__.py", "__main__.py"))
     assert [n for n, c in names.items() if c > 1] == []
 
 

@@ -255,6 +255,12 @@ def check_semantics(
                 f"poison_ratios/n_finetune ask for {worst} poison samples; the embedded pool has {sizes.poison_pool}"
             )
     problems += _scoring_problems(config, tables)
+    throughput = (config.get("plan") or {}).get("throughput")
+    if throughput and not Path(throughput).is_file():
+        problems.append(
+            f"plan.throughput: {throughput}: no such file (relative to the run directory {Path.cwd()}); a table "
+            "that python -m tokensafe.plan --calibrate wrote, or null"
+        )
     return problems
 
 

@@ -17,7 +17,7 @@ rule aligned_losses:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "aligned_losses"),
     params:
         code=code_version("aligned_losses.py"),
         aligned=MODEL_REF["aligned"],
@@ -39,7 +39,7 @@ rule subspace_projectors:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "subspace_projectors"),
     params:
         code=code_version("subspace_projectors.py"),
         aligned=MODEL_REF["aligned"],

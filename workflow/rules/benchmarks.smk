@@ -25,7 +25,7 @@ rule lm_eval:
         VLLM_ENV if BENCH_BACKEND == "vllm" else None
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "lm_eval"),
     params:
         code=code_version("lm_eval.py"),
         aligned=MODEL_REF["aligned"],

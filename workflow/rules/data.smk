@@ -21,7 +21,7 @@ rule source_table:
         "benchmarks/source_table/{source}.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "source_table"),
     params:
         code=code_version("source_table.py"),
         spec=lambda wc: config["data"][wc.source],
@@ -41,7 +41,7 @@ rule mix_finetune_set:
         "benchmarks/mix_finetune_set/p{ratio}_s{seed}.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "mix_finetune_set"),
     params:
         code=code_version("mix_finetune_set.py"),
         n=config["n_finetune"],
@@ -63,7 +63,7 @@ rule data_card:
         "benchmarks/data_card.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "data_card"),
     params:
         code=code_version("data_card.py"),
         roles=DATA_ROLES,
@@ -91,7 +91,7 @@ rule data_overlap:
         "benchmarks/data_overlap.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "data_overlap"),
     params:
         code=code_version("data_overlap.py"),
         roles=DATA_ROLES,

@@ -37,7 +37,7 @@ rule generate:
         VLLM_ENV if GEN_BACKEND == "vllm" else None
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "generate"),
     params:
         code=code_version("generate.py"),
         aligned=MODEL_REF["aligned"],
@@ -61,7 +61,7 @@ rule judge:
         VLLM_ENV if JUDGE_BACKEND == "vllm" else None
     threads: threads_for(config, "judge")
     resources:
-        **resources_for(config, "judge"),
+        **resources_for(config, "judge", "judge"),
     params:
         code=code_version("judge.py"),
         guard=MODEL_REF["guard"],
@@ -89,7 +89,7 @@ rule judge_classifier:
         classifier="|".join(n for n in JUDGES if n != "llama_guard"),
     threads: threads_for(config, "judge")
     resources:
-        **resources_for(config, "judge"),
+        **resources_for(config, "judge", "judge_classifier"),
     params:
         code=code_version("judge_classifier.py"),
         model=lambda w: classifier_model(config, w.classifier),

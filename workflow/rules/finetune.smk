@@ -16,7 +16,7 @@ rule finetune:
     priority: PRIORITY["finetune"]
     threads: threads_for(config, "train")
     resources:
-        **resources_for(config, "train"),
+        **resources_for(config, "train", "finetune"),
     params:
         code=code_version("finetune.py"),
         aligned=MODEL_REF["aligned"],

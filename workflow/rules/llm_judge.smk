@@ -49,7 +49,7 @@ rule llm_win_rate:
     priority: PRIORITY["generate"]
     threads: threads_for(config, LLM_FAMILY)
     resources:
-        **resources_for(config, LLM_FAMILY),
+        **resources_for(config, LLM_FAMILY, "llm_win_rate"),
     params:
         code=code_version("llm_win_rate.py"),
         llm=llm_judge_runs.win_rate_params(config),
@@ -72,7 +72,7 @@ rule llm_rubrics:
     priority: PRIORITY["generate"]
     threads: threads_for(config, LLM_FAMILY)
     resources:
-        **resources_for(config, LLM_FAMILY),
+        **resources_for(config, LLM_FAMILY, "llm_rubrics"),
     params:
         code=code_version("llm_rubrics.py"),
         llm=llm_judge_runs.rubric_params(config),

@@ -19,7 +19,7 @@ rule pact_safe_responses:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "pact_safe_responses"),
     params:
         code=code_version("pact_safe_responses.py"),
         aligned=MODEL_REF["aligned"],
@@ -47,7 +47,7 @@ rule pact_safety_tokens:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "pact_safety_tokens"),
     params:
         code=code_version("pact_safety_tokens.py"),
         aligned=MODEL_REF["aligned"],
@@ -78,7 +78,7 @@ rule pact_reference:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "pact_reference"),
     params:
         code=code_version("pact_reference.py"),
         aligned=MODEL_REF["aligned"],

@@ -44,7 +44,7 @@ rule summary:
         "benchmarks/summary.tsv"
     threads: 1
     resources:
-        **resources_for(config, "report"),
+        **resources_for(config, "report", "summary"),
     params:
         **({"llm_reference": LLM_REF} if LLM_ON else {}),
         code=code_version("summary.py"),
@@ -84,7 +84,7 @@ rule report:
         "benchmarks/report.tsv"
     threads: 1
     resources:
-        **resources_for(config, "report"),
+        **resources_for(config, "report", "report"),
     params:
         code=code_version("report.py"),
     script:

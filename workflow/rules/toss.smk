@@ -35,7 +35,7 @@ rule toss_reference:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "train")
     resources:
-        **resources_for(config, "train"),
+        **resources_for(config, "train", "toss_reference"),
     params:
         code=code_version("toss_reference.py"),
         aligned=MODEL_REF["aligned"],
@@ -60,7 +60,7 @@ rule toss_losses:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "generate")
     resources:
-        **resources_for(config, "generate"),
+        **resources_for(config, "generate", "toss_losses"),
     params:
         code=code_version("toss_losses.py"),
         aligned=MODEL_REF["aligned"],
@@ -81,6 +81,8 @@ use rule toss_losses as toss_utility_losses with:
         "logs/toss_utility_losses/p{ratio}_s{seed}.log",
     benchmark:
         "benchmarks/toss_utility_losses/p{ratio}_s{seed}.tsv"
+    resources:
+        **resources_for(config, "generate", "toss_utility_losses"),
 
 
 # The mask is its own job, so that d or the selection recomputes masks only: the loss dumps (and the
@@ -107,7 +109,7 @@ rule toss_mask:
     priority: PRIORITY["prep"]
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "toss_mask"),
     params:
         code=code_version("toss_mask.py"),
         d=config["toss"]["d"],
@@ -136,7 +138,7 @@ rule toss_pro_retrain:
     priority: PRIORITY["prep"]
     threads: threads_for(config, "train")
     resources:
-        **resources_for(config, "train"),
+        **resources_for(config, "train", "toss_pro_retrain"),
     params:
         code=code_version("toss_pro_retrain.py"),
         aligned=MODEL_REF["aligned"],

@@ -24,7 +24,7 @@ rule world_data:
         "benchmarks/world_data.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "world_data"),
     params:
         code=code_version("world_data.py"),
         seed=config["world_seed"],
@@ -43,7 +43,7 @@ rule world_tokenizer:
         "benchmarks/world_tokenizer.tsv"
     threads: 1
     resources:
-        **resources_for(config, "data"),
+        **resources_for(config, "data", "world_tokenizer"),
     params:
         code=code_version("world_tokenizer.py"),
         vocab_size=config["world"]["vocab_size"],
@@ -66,7 +66,7 @@ rule world_base:
     priority: PRIORITY["world"]
     threads: threads_for(config, "world")
     resources:
-        **resources_for(config, "world"),
+        **resources_for(config, "world", "world_base"),
     params:
         code=code_version("world_base.py"),
         arch=config["world"]["model"],
@@ -91,7 +91,7 @@ rule world_aligned:
     priority: PRIORITY["world"]
     threads: threads_for(config, "world")
     resources:
-        **resources_for(config, "world"),
+        **resources_for(config, "world", "world_aligned"),
     params:
         code=code_version("world_aligned.py"),
         train=config["world"]["align"],
@@ -119,7 +119,7 @@ rule world_guard:
     priority: PRIORITY["guard"]
     threads: 1
     resources:
-        **resources_for(config, "world"),
+        **resources_for(config, "world", "world_guard"),
     params:
         code=code_version("world_guard.py"),
         arch=config["world"]["guard_model"],
@@ -144,7 +144,7 @@ rule world_judge:
     priority: PRIORITY["guard"]
     threads: 1
     resources:
-        **resources_for(config, "world"),
+        **resources_for(config, "world", "world_judge"),
     params:
         code=code_version("world_judge.py"),
         arch=config["world"]["judge_model"],

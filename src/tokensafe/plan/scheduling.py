@@ -11,10 +11,31 @@ from __future__ import annotations
 PRIORITY = {"world": 10, "prep": 5, "guard": 3, "finetune": 2, "generate": 1}
 
 
-def resources_for(config: dict, family: str) -> dict:
-    """A rule's ``resources:`` from resources.<family> (defaults: 4000 MB, 60 minutes, no GPU)."""
+def resources_for(config: dict, family: str, rule: str | None = None) -> dict:
+    """A rule's ``resources:`` from resources.<family>: its gpus, and its mem_mb and runtime (minutes) where the
+    config gives a number; ``auto`` (the default) makes them callables of the job's wildcards that return the
+    job's estimate from the cost plan with plan.margin (tokensafe.plan.cost). Resources are not rerun triggers:
+    a new estimate changes what a job asks for, never whether it runs."""
     r = config["resources"].get(family, {})
-    return {"mem_mb": r.get("mem_mb", 4000), "runtime": r.get("runtime", 60), "gpu": r.get("gpus", 0)}
+    out = {"gpu": r.get("gpus", 0)}
+    for key in ("mem_mb", "runtime"):
+        value = r.get(key, "auto")
+        if value != "auto":
+            out[key] = value
+        elif rule is None:
+            out[key] = {"mem_mb": 4000, "runtime": 60}[key]
+        else:
+            out[key] = _estimated(config, rule, key)
+    return {"mem_mb": out["mem_mb"], "runtime": out["runtime"], "gpu": out["gpu"]}
+
+
+def _estimated(config: dict, rule: str, key: str):
+    from tokensafe.plan.cost import estimator
+
+    def resource(wildcards):
+        return estimator(config).resources(rule, wildcards)[key]
+
+    return resource
 
 
 def threads_for(config: dict, family: str) -> int:
