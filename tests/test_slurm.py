@@ -40,6 +40,11 @@ PROFILE = REPO / "profiles" / "slurm"
 # a rule's job has a number, a group job a uuid
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 EVAL_RULES = {"generate", "judge", "judge_classifier", "lm_eval", "llm_rubrics", "llm_win_rate"}
+# each run's evaluation group job (tokensafe.plan.scheduling.evaluation_groups), named with the rules it ran
+GROUPS = {
+    "initial/s1": "group_eval_initial-s1_generate_judge_llm_rubrics_llm_win_rate_lm_eval",
+    "sft/p0.1/s1": "group_eval_sft-p0.1-s1_generate_judge_llm_rubrics_lm_eval",
+}
 GPU_FAMILIES = ("world", "train", "generate", "judge")  # one GPU each in slurm_config()
 HUB_TASK = {"hub": "example/none", "format": "generic", "prompt_column": "q", "response_column": "a"}
 
@@ -109,7 +114,8 @@ def queue(cluster: SlurmCluster) -> dict[str, dict]:
 
 
 def submitted(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
-    """(SLURM job id, what it ran) per submission: 'rule_<rule>', or 'group_<group id>' for a group job."""
+    """(SLURM job id, what it ran) per submission: 'rule_<rule>', or for a group job 'group_<group id>_<its rules>'
+    (the plugin's log folder)."""
     return [(jid, log.split("/slurm_logs/")[1].split("/")[0]) for jid, log in SUBMITTED.findall(output(proc))]
 
 
@@ -225,7 +231,7 @@ def test_fixed_config_plans_only_the_failed_job_and_what_follows(runs):
     assert runs.rerun.returncode == 0, output(runs.rerun)[-4000:]
     rerun = [what for _, what in submitted(runs.rerun)]
     # one SLURM job per rule outside the evaluation, one per run for its evaluation
-    evaluation = ["group_eval_initial-s1", "group_eval_sft-p0.1-s1"]
+    evaluation = list(GROUPS.values())
     assert sorted(rerun) == sorted([f"rule_{r}" for r in runs.plan if r not in EVAL_RULES | {"all"}] + evaluation)
     assert planned_jobs(runs.slurm, runs.slurm / "config.yaml") == {}
 
@@ -255,8 +261,8 @@ def test_jobs_went_through_sbatch_with_the_rule_resources(runs, cluster):
     # of their run times: generate 13 + lm_eval 13 + judge 14 + llm_rubrics 14, and initial's llm_win_rate 14
     gen, judge = res["generate"]["runtime"], res["judge"]["runtime"]
     for group, minutes in (
-        ("group_eval_sft-p0.1-s1", 2 * gen + 2 * judge),
-        ("group_eval_initial-s1", 2 * gen + 3 * judge),
+        (GROUPS["sft/p0.1/s1"], 2 * gen + 2 * judge),
+        (GROUPS["initial/s1"], 2 * gen + 3 * judge),
     ):
         j = by_rule[group]
         assert (j["cpus"], j["mem"], j["timelimit"]) == ("1", f"{res['judge']['mem_mb']}M", f"{minutes}:00"), j
@@ -267,12 +273,11 @@ def test_a_runs_evaluation_is_one_slurm_job(runs):
     there: no evaluation rule was submitted on its own."""
     jobs = submitted(runs.failed) + submitted(runs.rerun)
     groups = sorted(what for _, what in jobs if what.startswith("group_"))
-    assert groups == ["group_eval_initial-s1", "group_eval_sft-p0.1-s1"]
+    assert groups == sorted(GROUPS.values())  # one per run, named with the rules it ran
     assert not [what for _, what in jobs if what.removeprefix("rule_") in EVAL_RULES]
-    # the group job's comment (set by the plugin) lists the rules it ran
+    # the plugin's comment on the job (squeue %k) says the same
     comment = {what: runs.queue[jid]["comment"] for jid, what in jobs if what in groups}
-    assert comment["group_eval_sft-p0.1-s1"].endswith("generate_judge_llm_rubrics_lm_eval"), comment
-    assert comment["group_eval_initial-s1"].endswith("generate_judge_llm_rubrics_llm_win_rate_lm_eval"), comment
+    assert comment == {g: g.replace("group_", "rule_", 1) for g in groups}, comment
     for run in ("initial/s1", "sft/p0.1/s1"):
         for out in ("generations.parquet", "judgments.parquet", "lm_eval.parquet", "llm_rubrics.parquet"):
             assert (runs.slurm / "results" / "runs" / run / out).exists(), (run, out)
