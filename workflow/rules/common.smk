@@ -28,7 +28,15 @@ from tokensafe.plan.run_settings import (
 )
 from tokensafe.plan.runs import WORLD, all_runs, model_input, model_ref
 from tokensafe.plan.llm_judge_runs import reference
-from tokensafe.plan.scheduling import EVAL_GROUP, GROUP_STEP, PRIORITY, evaluation_groups, resources_for, threads_for
+from tokensafe.plan.scheduling import (
+    EVAL_GROUP,
+    GROUP_STEP,
+    PRIORITY,
+    evaluation_groups,
+    group_id,
+    resources_for,
+    threads_for,
+)
 from tokensafe.rerun import codeversion
 from tokensafe.runtime import jobserver
 
@@ -156,7 +164,7 @@ def code_version(script):
 def eval_group(wildcards):
     """The run's evaluation group, registered under EVAL_GROUP: the name the profile's group-components joins a
     group's pieces by (Snakemake registers only groups written as patterns)."""
-    gid = EVAL_GROUPS.get(wildcards.run, f"{EVAL_GROUP}_{wildcards.run.replace('/', '-')}")
+    gid = EVAL_GROUPS.get(wildcards.run) or group_id(wildcards.run)  # a run path asked for outside the config
     workflow.parent_groupids[gid] = EVAL_GROUP
     return gid
 

@@ -47,6 +47,10 @@ def evaluation_groups(runs: list[str], reference: str, runs_per_job: int) -> dic
     for kind in (references, [r for r in order if r not in references]):
         for i in range(0, len(kind), runs_per_job):
             chunk = kind[i : i + runs_per_job]
-            gid = f"{EVAL_GROUP}_{chunk[0].replace('/', '-')}"
-            groups.update(dict.fromkeys(chunk, gid))
+            groups.update(dict.fromkeys(chunk, group_id(chunk[0])))
     return groups
+
+
+def group_id(run: str) -> str:
+    """The id of the evaluation group named after ``run``: 'eval_sft-p0.1-s1'."""
+    return f"{EVAL_GROUP}_{run.replace('/', '-')}"
