@@ -265,7 +265,8 @@ def test_jobs_went_through_sbatch_with_the_rule_resources(runs, cluster):
         (GROUPS["initial/s1"], 2 * gen + 3 * judge),
     ):
         j = by_rule[group]
-        assert (j["cpus"], j["mem"], j["timelimit"]) == ("1", f"{res['judge']['mem_mb']}M", f"{minutes}:00"), j
+        limit = f"{minutes // 60}:{minutes % 60:02d}:00" if minutes >= 60 else f"{minutes}:00"  # squeue's [h:]mm:ss
+        assert (j["cpus"], j["mem"], j["timelimit"]) == ("1", f"{res['judge']['mem_mb']}M", limit), j
 
 
 def test_a_runs_evaluation_is_one_slurm_job(runs):
