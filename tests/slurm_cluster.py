@@ -37,6 +37,10 @@ from pathlib import Path
 PARTITION = "debug"
 ACCOUNT = "tokensafe"
 DEFAULT_DIR = Path(os.environ.get("TOKENSAFE_SLURM_DIR", "/tmp/tokensafe-slurm"))
+GPUS = 1  # generic resources named gpu on the node, for the scheduler only (see _write_config)
+# slurmd drops a gres/gpu without a File= ("Removing file-less GPU") and refuses a File= that is not a character
+# device; these are character devices that nothing opens (TaskPlugin=task/none constrains no device).
+FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order
 SYSTEM_CONF_DIR = Path("/etc/slurm")
@@ -101,13 +105,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 class SlurmCluster:
-    def __init__(self, state_dir: Path | str = DEFAULT_DIR, partition: str = PARTITION, account: str = ACCOUNT):
+    def __init__(
+        self, state_dir: Path | str = DEFAULT_DIR, partition: str = PARTITION, account: str = ACCOUNT, gpus: int = GPUS
+    ):
         self.dir = Path(state_dir)
+        self.gpus = gpus
         self.partition = partition
         self.account = account
         self.node = socket.gethostname().split(".")[0] or "localhost"
         self.conf = self.dir / "etc" / "slurm.conf"
         self.munge_socket = self.dir / "munge" / "munge.socket"
+        self.jobcomp = self.dir / "log" / "jobcomp.txt"
 
     # ---------------------------------------------------------------- environment for clients
     @property
@@ -135,6 +143,13 @@ class SlurmCluster:
         if check and proc.returncode != 0:
             raise ClusterUnavailable(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
+
+    def finished_jobs(self) -> dict[str, dict]:
+        """Every job that ended (id -> state, start, end), from the job completion log through `sacct -c`: this
+        cluster has no slurmdbd for plain sacct. Times are whole seconds."""
+        fields = ["id", "state", "start", "end"]
+        out = self.run("sacct", "-c", "-n", "-P", "-o", "jobid,state,start,end").stdout
+        return {row[0]: dict(zip(fields, row)) for row in (line.split("|") for line in out.splitlines() if line)}
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 60) -> "SlurmCluster":
@@ -288,9 +303,11 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-# no slurmdbd: accounts are labels, sacct/sacctmgr are unavailable, squeue reports job states
+# no slurmdbd: accounts are labels, sacct/sacctmgr are unavailable, squeue reports job states; every finished
+# job is appended to a text file (start, end, TRES with the GPUs), which `sacct -c` reads (jobs())
 AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={self.jobcomp}
 # keep finished jobs visible to squeue for an hour (the executor plugin polls squeue)
 MinJobAge=3600
 SchedulerType=sched/backfill
@@ -305,9 +322,16 @@ SwitchType=switch/none
 InactiveLimit=0
 KillWait=5
 Waittime=0
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_mem} State=UNKNOWN
+# GPUs as a counted generic resource without device files: sbatch --gpus/--gres is scheduled against the count
+GresTypes=gpu
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_mem} Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
+        if self.gpus > len(FAKE_GPU_FILES):
+            raise ClusterUnavailable(f"at most {len(FAKE_GPU_FILES)} fake GPUs, not {self.gpus}")
+        (self.conf.parent / "gres.conf").write_text(
+            "".join(f"NodeName={self.node} Name=gpu File={f}\n" for f in FAKE_GPU_FILES[: self.gpus])
+        )
         (self.conf.parent / "cgroup.conf").write_text(
             "# Not used (ProctrackType=proctrack/linuxproc, TaskPlugin=task/none); present so that\n"
             "# tools which look for it next to slurm.conf find a harmless file.\n"

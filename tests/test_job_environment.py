@@ -9,6 +9,7 @@ import pytest
 from tokensafe.config import ConfigError
 from tokensafe.eval.generation import vllm_backend
 from tokensafe.eval.generation.vllm_backend import ENV_ENGINE, ENV_PYTHON, VLLM_MISSING
+from tokensafe.eval.generation.vllm_server import ENV_REQUESTS
 from tokensafe.plan import job_environment as je
 
 
@@ -53,7 +54,7 @@ def test_the_schema_defaults_of_checkpoint_are_the_loops():
 
 def test_no_vllm_user_touches_nothing():
     env = {}
-    assert je.prepare_vllm(config(), "/repo", by_conda=False, local=True, environ=env) is False
+    assert je.prepare_vllm(config(), "/repo", by_conda=False, environ=env) is False
     assert env == {}
 
 
@@ -70,7 +71,7 @@ def test_a_missing_vllm_interpreter_names_the_setting_that_needs_it(tmp_path, mo
     monkeypatch.setattr(je, "vllm_available", lambda: False)
     vllm_backend.vllm_env_problem.cache_clear()
     with pytest.raises(ConfigError) as err:
-        je.prepare_vllm(config(**kwargs), str(tmp_path), by_conda=False, local=True, environ={})
+        je.prepare_vllm(config(**kwargs), str(tmp_path), by_conda=False, environ={})
     assert str(err.value) == (
         f"{setting} = vllm: generation.vllm.python = 'no-such-env/bin/python' does not exist. {VLLM_MISSING}"
     )
@@ -79,12 +80,53 @@ def test_a_missing_vllm_interpreter_names_the_setting_that_needs_it(tmp_path, mo
 def test_conda_or_an_importable_vllm_needs_no_interpreter(monkeypatch):
     env = {}
     monkeypatch.setattr(je, "vllm_available", lambda: False)
-    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=True, local=True, environ=env)
+    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=True, environ=env)
     assert env == {ENV_ENGINE: "shared"}
     monkeypatch.setattr(je, "vllm_available", lambda: True)
     env = {}
-    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=False, local=False, environ=env)
-    assert env == {ENV_ENGINE: "per_run"}  # one shared engine needs the jobs on one machine
+    assert je.prepare_vllm(config(backend="vllm"), "/nowhere", by_conda=False, environ=env)
+    assert env == {ENV_ENGINE: "shared"}
+    je.submit_remotely(env)  # on a cluster (known at onstart) one shared engine would need the jobs on one machine
+    assert env == {ENV_ENGINE: "per_run"}
+
+
+@pytest.mark.parametrize(
+    "where, inherited, mode",
+    [
+        (dict(main=True, group_job=False), None, "shared"),  # the planning process (submit_remotely on a cluster)
+        (dict(main=False, group_job=True), "per_run", "shared"),  # a group job's own process: one node
+        (dict(main=False, group_job=False), "shared", "shared"),  # a job of a local run, or in that group
+        (dict(main=False, group_job=False), "per_run", "per_run"),  # a job outside group jobs on a cluster
+        (dict(main=False, group_job=False), None, "per_run"),  # nothing passed on (sbatch --export=NONE)
+    ],
+)
+def test_the_engine_is_shared_only_by_jobs_on_one_machine(where, inherited, mode):
+    assert je.engine_mode(config(), inherited=inherited, **where) == mode
+    per_run = config()
+    per_run["generation"]["vllm"]["engine"] = "per_run"
+    configured = where["main"] or where["group_job"]
+    assert je.engine_mode(per_run, inherited=inherited, **where) == ("per_run" if configured else mode)
+
+
+def test_a_group_job_tells_its_engine_how_many_generate_jobs_it_runs(monkeypatch):
+    monkeypatch.setattr(je, "vllm_available", lambda: True)
+    env = {ENV_ENGINE: "per_run"}  # what the planning process gave the group job (sbatch passes it on)
+    assert je.prepare_vllm(
+        config(backend="vllm"),
+        "/repo",
+        by_conda=False,
+        main=False,
+        group_job=True,
+        group_generate_jobs=3,
+        environ=env,
+    )
+    assert env == {ENV_ENGINE: "shared", ENV_REQUESTS: "3"}
+    # a planning process never passes a count on (one left in its environment is dropped)
+    assert je.prepare_vllm(config(backend="vllm"), "/repo", by_conda=False, environ=env)
+    assert env == {ENV_ENGINE: "shared"}
+    env[ENV_REQUESTS] = "3"
+    je.submit_remotely(env)
+    assert env == {ENV_ENGINE: "per_run"}
 
 
 def test_the_interpreter_relative_to_the_repository_is_exported(tmp_path, monkeypatch):

@@ -228,7 +228,8 @@ def plan(workdir: Path, configfile: Path, *args: str) -> tuple[dict[str, int], l
     """Job counts from the 'Job stats' table and one dict per printed job: rule, wildcards, threads, resources.
 
     A dry run prints every job as a block (`rule NAME:` then indented `key: value` lines, among them
-    `wildcards:`, `threads:` when above 1, and `resources: tmpdir=..., runtime=..., gpu=..., mem_mb=...`).
+    `wildcards:`, `threads:` when above 1, and `resources: tmpdir=..., runtime=..., gpu=..., mem_mb=...`); the
+    jobs of a group as such blocks indented under the group's line.
     The two are read independently and must agree, so a change of output format cannot pass silently.
     """
     proc = snakemake(workdir, configfile, "-n", "--cores", "256", *args)
@@ -240,16 +241,18 @@ def plan(workdir: Path, configfile: Path, *args: str) -> tuple[dict[str, int], l
             break
         counts[m.group(1)] = int(m.group(2))
     total = counts.pop("total")
-    jobs, job = [], None
+    jobs, job, indent = [], None, ""
     for line in out.splitlines():
-        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        # a job of a group (a run's evaluation: tokensafe.plan.scheduling) is printed indented under its group
+        head = re.match(r"^(\s*)(?:local)?rule (\w+):$", line)
         if head:
-            job = {"rule": head.group(1), "threads": 1, "resources": {}, "wildcards": {}}
+            job = {"rule": head.group(2), "threads": 1, "resources": {}, "wildcards": {}}
+            indent = head.group(1)
             jobs.append(job)
             continue
-        field = re.match(r"^\s{4}(\w+): (.*)$", line)
+        field = re.match(rf"^{indent}\s{{4}}(\w+): (.*)$", line)
         if job is None or not field:
-            job = None if not line.startswith(" ") else job
+            job = None if not line.startswith(indent + " ") else job
             continue
         key, value = field.groups()
         if key == "threads":

@@ -238,6 +238,34 @@ def test_resources_per_family(cfg):
     assert scheduling.threads_for(cfg, "train") == 2 and scheduling.threads_for(cfg, "data") == 1
 
 
+RUN_ORDER = ["initial/s1", "initial/s2", "initial/s1", "sft/p0.1/s1", "sft/p0.1/s2", "toss/p0.1/s1", "toss/p0.1/s2"]
+
+
+def test_one_evaluation_group_per_run_by_default():
+    groups = scheduling.evaluation_groups(RUN_ORDER, "sft", 1)
+    assert groups == {
+        "sft/p0.1/s1": "eval_sft-p0.1-s1",
+        "sft/p0.1/s2": "eval_sft-p0.1-s2",
+        "initial/s1": "eval_initial-s1",  # initial appears once per ratio: one group
+        "initial/s2": "eval_initial-s2",
+        "toss/p0.1/s1": "eval_toss-p0.1-s1",
+        "toss/p0.1/s2": "eval_toss-p0.1-s2",
+    }
+
+
+def test_packed_groups_keep_the_reference_runs_apart():
+    # 3 runs a group: the two sft runs (the win rates' reference) alone; initial s1, s2 and toss s1; then toss s2.
+    groups = scheduling.evaluation_groups(RUN_ORDER, "sft", 3)
+    assert groups == {
+        "sft/p0.1/s1": "eval_sft-p0.1-s1",
+        "sft/p0.1/s2": "eval_sft-p0.1-s1",
+        "initial/s1": "eval_initial-s1",
+        "initial/s2": "eval_initial-s1",
+        "toss/p0.1/s1": "eval_initial-s1",
+        "toss/p0.1/s2": "eval_toss-p0.1-s2",
+    }
+
+
 @pytest.mark.parametrize(
     "change, problem",
     [

@@ -322,7 +322,7 @@ class Engine:  # stands in for vLLM: one token per prompt, its length
 backend.Engine = Engine
 from tokensafe.eval.generation.vllm_server import serve
 
-serve(sys.argv[1], "model", {}, idle_s=60)
+serve(sys.argv[1], "model", {}, idle_s=60, max_requests=int(sys.argv[2]) if len(sys.argv) > 2 else None)
 """
 
 
@@ -369,3 +369,28 @@ def test_the_engine_answers_its_user_and_refuses_another(engine):
     text = log.read_text()
     assert f"vLLM engine: refused a request from uid 65534 pid {out['pid']}: uid 65534 is not" in text
     assert text.count(" prompts, adapters ") == 1  # only its own user's request ran
+
+
+def test_an_engine_expecting_n_requests_exits_after_answering_them(tmp_path, monkeypatch):
+    """In a SLURM group job the engine is told how many generate jobs the group runs, and frees the GPU after the
+    last one's answer (pings and the answers before do not end it)."""
+    folder = tempfile.mkdtemp(prefix="tokensafe-test-")
+    sock = os.path.join(folder, "tokensafe-vllm-test.sock")
+    log = tmp_path / "engine.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", ENGINE, sock, "2"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(sock):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert vllm_server._ready(sock)
+        assert vllm_server._send(sock, REQUEST, timeout=30) == {"outputs": [[{"token_ids": [3]}, {"token_ids": [2]}]]}
+        assert vllm_server._ready(sock) and proc.poll() is None  # one of two answered: still serving
+        assert "outputs" in vllm_server._send(sock, REQUEST, timeout=30)
+        assert proc.wait(timeout=30) == 0
+        assert not os.path.exists(sock) and "answered the 2 requests expected: exiting" in log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -20,12 +20,15 @@ rule lm_eval:
         "logs/lm_eval/{run}.log",
     benchmark:
         "benchmarks/lm_eval/{run}.tsv"
-    priority: PRIORITY["generate"]
+    priority: PRIORITY["evaluate"]
+    group:
+        eval_group
     conda:
         VLLM_ENV if BENCH_BACKEND == "vllm" else None
     threads: threads_for(config, "generate")
     resources:
         **resources_for(config, "generate", "lm_eval"),
+        **GROUP_STEP,
     params:
         code=code_version("lm_eval.py"),
         aligned=MODEL_REF["aligned"],

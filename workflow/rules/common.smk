@@ -17,7 +17,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from tokensafe.config import ConfigError, check_config, coerce_command_line_values, name_config_files
 from tokensafe.data.roles import ROLES
 from tokensafe.eval.llm_judge import judge_server
-from tokensafe.plan.job_environment import pin_job_environment, prepare_vllm
+from tokensafe.plan.job_environment import pin_job_environment, prepare_vllm, submit_remotely
 from tokensafe.plan.run_settings import (
     cpu_numerics,
     generation_backend,
@@ -27,7 +27,16 @@ from tokensafe.plan.run_settings import (
     vllm_params,
 )
 from tokensafe.plan.runs import WORLD, all_runs, model_input, model_ref
-from tokensafe.plan.scheduling import PRIORITY, resources_for, threads_for
+from tokensafe.plan.llm_judge_runs import reference
+from tokensafe.plan.scheduling import (
+    EVAL_GROUP,
+    GROUP_STEP,
+    PRIORITY,
+    evaluation_groups,
+    group_id,
+    resources_for,
+    threads_for,
+)
 from tokensafe.rerun import codeversion
 from tokensafe.runtime import jobserver
 
@@ -72,6 +81,11 @@ JUDGE_SERVERS = {}
 
 
 onstart:
+    # The executor is known only now (while the Snakefile is read, every run looks local). On a cluster: the group
+    # jobs' resources (GROUP_STEP below), and an engine per job outside group jobs (tokensafe.plan.job_environment).
+    if not workflow.local_exec:
+        workflow.register_resource("group_steps", 1)
+        submit_remotely()
     if workflow.local_exec and workflow.is_main_process and LLM_LOCAL:  # (llm_judge.smk)
         JUDGE_SERVERS["dir"] = os.environ[judge_server.ENV_DIR] = judge_server.new_state_dir()
         os.environ[judge_server.ENV_OWNER] = str(os.getpid())
@@ -91,7 +105,8 @@ onerror:
 
 # vLLM lives in its own environment (tokensafe.plan.job_environment): .venv-vllm, or envs/vllm.yaml under
 # --software-deployment-method conda. The generate, judge and lm_eval jobs run their stage there; without it,
-# stop now.
+# stop now. A group job's own Snakemake (sbatch starts it with --local-groupid) runs a run's evaluation jobs on
+# one node, which may then share one engine.
 VLLM_ENV = "../../envs/vllm.yaml"
 GEN_BACKEND = generation_backend(config)
 JUDGE_BACKEND = judge_backend(config)
@@ -100,10 +115,27 @@ try:
         config,
         workflow.basedir,
         by_conda=DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method,
-        local=workflow.local_exec,
+        main=workflow.is_main_process,
+        group_job=workflow.remote_exec and workflow.group_settings.local_groupid != "local",
+        group_generate_jobs=sum(t.rulename == "generate" for t in getattr(workflow.dag_settings, "target_jobs", ())),
     )
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+
+
+# On a cluster a group job's Snakemake runs the group's jobs inside one job step, one at a time (GROUP_STEP: one
+# unit each, one in all), so the group asks for its largest job, not the sum. Scope local: the process that submits
+# the groups does not count it. A cluster's planning process registers it at onstart; local runs (no groups) never.
+resource_scopes:
+    group_steps="local",
+
+
+if workflow.remote_exec:
+    workflow.register_resource("group_steps", 1)
+    # A group job's own Snakemake runs just the jobs the planning process put in its allocation, but Snakemake does
+    # not pass --group-components on, and would run each unconnected piece in a job step of its own: join them, so
+    # that the whole group is one step (one process tree on the node: a shared engine lives as long as the group).
+    workflow.group_settings.group_components = {**workflow.group_settings.group_components, EVAL_GROUP: 1_000_000}
 
 METHODS = list(config["methods"])
 SOURCES = list(ROLES)  # the data roles (tokensafe.data.roles), one results/data/<role>.parquet each
@@ -111,6 +143,10 @@ RUNS = all_runs(config)  # every evaluated run, 'initial' included
 # The path or hub id the stages load for a model role, and the files Snakemake tracks for it.
 MODEL_REF = {role: model_ref(config, role) for role in ("base", "aligned", "guard")}
 MODEL_INPUT = {role: model_input(config, role) for role in ("base", "aligned", "guard")}
+# Each run's evaluation group (on a cluster one job per group; resources.eval_runs_per_job runs per group).
+EVAL_GROUPS = evaluation_groups(
+    [r["run"] for r in RUNS], reference(config), config["resources"].get("eval_runs_per_job", 1)
+)
 
 
 wildcard_constraints:
@@ -123,6 +159,14 @@ wildcard_constraints:
 def code_version(script):
     """The code param of a rule that runs workflow/scripts/<script>."""
     return codeversion.code_version(workflow.source_path(f"../scripts/{script}"))
+
+
+def eval_group(wildcards):
+    """The run's evaluation group, registered under EVAL_GROUP: the name the profile's group-components joins a
+    group's pieces by (Snakemake registers only groups written as patterns)."""
+    gid = EVAL_GROUPS.get(wildcards.run) or group_id(wildcards.run)  # a run path asked for outside the config
+    workflow.parent_groupids[gid] = EVAL_GROUP
+    return gid
 
 
 def settings_of_run(wildcards):

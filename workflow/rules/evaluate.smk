@@ -33,11 +33,14 @@ rule generate:
     benchmark:
         "benchmarks/generate/{run}.tsv"
     priority: PRIORITY["generate"]
+    group:
+        eval_group
     conda:
         VLLM_ENV if GEN_BACKEND == "vllm" else None
     threads: threads_for(config, "generate")
     resources:
         **resources_for(config, "generate", "generate"),
+        **GROUP_STEP,
     params:
         code=code_version("generate.py"),
         aligned=MODEL_REF["aligned"],
@@ -57,11 +60,14 @@ rule judge:
         "logs/judge/{run}.log",
     benchmark:
         "benchmarks/judge/{run}.tsv"
+    group:
+        eval_group
     conda:
         VLLM_ENV if JUDGE_BACKEND == "vllm" else None
     threads: threads_for(config, "judge")
     resources:
         **resources_for(config, "judge", "judge"),
+        **GROUP_STEP,
     params:
         code=code_version("judge.py"),
         guard=MODEL_REF["guard"],
@@ -87,9 +93,12 @@ rule judge_classifier:
         "benchmarks/judge_classifier/{run}/{classifier}.tsv"
     wildcard_constraints:
         classifier="|".join(n for n in JUDGES if n != "llama_guard"),
+    group:
+        eval_group
     threads: threads_for(config, "judge")
     resources:
         **resources_for(config, "judge", "judge_classifier"),
+        **GROUP_STEP,
     params:
         code=code_version("judge_classifier.py"),
         model=lambda w: classifier_model(config, w.classifier),

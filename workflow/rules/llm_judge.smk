@@ -46,10 +46,13 @@ rule llm_win_rate:
         "logs/llm_win_rate/{run}/p{ratio}.log",
     benchmark:
         "benchmarks/llm_win_rate/{run}/p{ratio}.tsv"
-    priority: PRIORITY["generate"]
+    priority: PRIORITY["evaluate"]
+    group:
+        eval_group
     threads: threads_for(config, LLM_FAMILY)
     resources:
         **resources_for(config, LLM_FAMILY, "llm_win_rate"),
+        **GROUP_STEP,
     params:
         code=code_version("llm_win_rate.py"),
         llm=llm_judge_runs.win_rate_params(config),
@@ -69,10 +72,13 @@ rule llm_rubrics:
         "logs/llm_rubrics/{run}.log",
     benchmark:
         "benchmarks/llm_rubrics/{run}.tsv"
-    priority: PRIORITY["generate"]
+    priority: PRIORITY["evaluate"]
+    group:
+        eval_group
     threads: threads_for(config, LLM_FAMILY)
     resources:
         **resources_for(config, LLM_FAMILY, "llm_rubrics"),
+        **GROUP_STEP,
     params:
         code=code_version("llm_rubrics.py"),
         llm=llm_judge_runs.rubric_params(config),

@@ -64,7 +64,8 @@ def build(config: dict, directory: str | Path = ".") -> tuple[list, list[str]]:
 
 
 def default_gpu(config: dict) -> str:
-    return "h100" if any(r.get("gpus", 0) > 0 for r in (config.get("resources") or {}).values()) else "cpu"
+    families = [r for r in (config.get("resources") or {}).values() if isinstance(r, dict)]  # not eval_runs_per_job
+    return "h100" if any(r.get("gpus", 0) > 0 for r in families) else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,11 @@ vLLM pins its own torch and transformers, so it lives in an environment of its o
 vllm``), whose interpreter ``generation.vllm.python`` names (relative to the repository), or ``envs/vllm.yaml``
 under ``--software-deployment-method conda``. Neither the interpreter nor whether the engine is shared is a
 param: they rerun nothing.
+
+Whether generate jobs share one engine (:func:`engine_mode`) is decided where the jobs' machine is known: by the
+process that plans the jobs, and on a cluster again by a group job's own Snakemake (a run's evaluation:
+tokensafe.plan.scheduling.EVAL_GROUP), whose jobs all run in its allocation on one node. A job's own process keeps
+the mode it inherits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from tokensafe.eval.generation.vllm_backend import (
     vllm_available,
     vllm_env_problem,
 )
+from tokensafe.eval.generation.vllm_server import ENV_REQUESTS
 from tokensafe.plan.run_settings import benchmark_backend, generation_backend, judge_backend
 from tokensafe.runtime.numerics import pin_cpu_numerics
 from tokensafe.runtime.preemption import ENV_CHECKPOINT, policy_of
@@ -63,13 +69,43 @@ def vllm_python(config: dict, basedir: str, setting: str, environ: MutableMappin
     return python
 
 
+def engine_mode(config: dict, *, main: bool, group_job: bool, inherited: str | None) -> str:
+    """The engine mode this process's jobs get. One engine for every generate job (``generation.vllm.engine:
+    shared``) needs the jobs on one machine: a local run, or the jobs of one group job (``group_job``: the group's
+    own Snakemake on a cluster; a group runs on one node). The planning process (``main``) sets the configured mode
+    while it reads the Snakefile, when its executor is not known yet; :func:`submit_remotely` turns it to
+    ``per_run`` once it is a cluster's. A job's own process keeps the mode it ``inherited`` from the process that
+    started it (``per_run`` without one). per_run and shared write the same bytes."""
+    if main or group_job:
+        return config["generation"]["vllm"]["engine"]
+    return inherited or "per_run"
+
+
+def submit_remotely(environ: MutableMapping[str, str] | None = None) -> None:
+    """In the planning process, once its executor is known to be remote (a cluster: a job per node), before any
+    job is submitted: the jobs outside group jobs use an engine each."""
+    env = os.environ if environ is None else environ
+    if ENV_ENGINE in env:
+        env[ENV_ENGINE] = "per_run"
+    env.pop(ENV_REQUESTS, None)
+
+
 def prepare_vllm(
-    config: dict, basedir: str, *, by_conda: bool, local: bool, environ: MutableMapping[str, str] | None = None
+    config: dict,
+    basedir: str,
+    *,
+    by_conda: bool,
+    main: bool = True,
+    group_job: bool = False,
+    group_generate_jobs: int = 0,
+    environ: MutableMapping[str, str] | None = None,
 ) -> bool:
     """Whether generation, the guard judge or lm-eval uses vLLM; if so, and vLLM is not importable here nor
-    deployed by conda (``by_conda``), the interpreter that runs it (:func:`vllm_python`). Also the engine mode: one
-    engine for every generate job (``generation.vllm.engine: shared``) needs the jobs on one machine, so remote
-    executors (``local`` false) get ``per_run``; per_run and shared write the same bytes."""
+    deployed by conda (``by_conda``), the interpreter that runs it (:func:`vllm_python`). Also the engine mode
+    (:func:`engine_mode`: ``main`` is the planning process, ``group_job`` a group job's own process), exported for
+    the jobs; a group job's own process also exports how many generate jobs it runs
+    (``group_generate_jobs``): a shared engine exits once it has answered them all (tokensafe.eval.generation.
+    vllm_server), so that the group's next jobs find the GPU free."""
     env = os.environ if environ is None else environ
     users = vllm_users(config)
     if "vllm" not in users.values():
@@ -77,5 +113,9 @@ def prepare_vllm(
     if not by_conda and not vllm_available():
         setting = next(k for k, v in users.items() if v == "vllm")  # the first setting that needs vLLM
         vllm_python(config, basedir, setting, env)
-    env[ENV_ENGINE] = config["generation"]["vllm"]["engine"] if local else "per_run"
+    env[ENV_ENGINE] = engine_mode(config, main=main, group_job=group_job, inherited=env.get(ENV_ENGINE))
+    if group_job and group_generate_jobs:
+        env[ENV_REQUESTS] = str(group_generate_jobs)
+    elif main:
+        env.pop(ENV_REQUESTS, None)
     return True

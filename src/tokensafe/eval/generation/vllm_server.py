@@ -6,8 +6,8 @@ Unix socket named by a hash of the interpreter, the model and the engine setting
 (:func:`tokensafe.runtime.jobsocket.user_dir`: 0700, refused when it is not this user's); later jobs connect to it and
 send their prompt sets with their adapter, which the engine takes as one more ``LoRARequest``. The server runs one
 request at a time (pings are answered meanwhile) and exits once no job has connected for ``IDLE_S`` seconds. A socket
-is node-local, so on SLURM (one node per job) every job would start its own server: the workflow uses per-run engines
-there.
+is node-local, so on SLURM the workflow shares an engine only among the jobs of one group job (a run's evaluation, in
+one allocation: tokensafe.plan.job_environment.engine_mode); other jobs there use per-run engines.
 
 Only the user who started it may use it: besides the private directory (and a 0600 socket), the server checks
 each peer's uid (``SO_PEERCRED``) and refuses, and logs, any other before reading its request.
@@ -34,10 +34,15 @@ from tokensafe.runtime.jobsocket import check_private, peer, refuse, user_dir
 
 IDLE_S = 120  # a sweep's generate jobs start seconds apart; an engine idle this long is not needed any more
 START_TIMEOUT_S = 900
+# In a SLURM group job the group's own Snakemake knows how many generate jobs it runs (tokensafe.plan.job_environment):
+# the engine exits after answering that many, freeing the GPU for the judge and lm_eval jobs that follow at once.
+ENV_REQUESTS = "TOKENSAFE_VLLM_ENGINE_REQUESTS"
 
 
 def socket_path(python: str, model: str, vllm_cfg: dict) -> str:
-    key = json.dumps([python, os.path.abspath(model), vllm_cfg], sort_keys=True)
+    # Within a SLURM allocation, the allocation is part of the key: two group jobs on one node each use the engine
+    # on their own GPUs, which ends with their allocation.
+    key = json.dumps([python, os.path.abspath(model), vllm_cfg, os.environ.get("SLURM_JOB_ID")], sort_keys=True)
     return os.path.join(user_dir(), f"tokensafe-vllm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock")
 
 
@@ -73,8 +78,9 @@ def ensure_server(python: str, model: str, vllm_cfg: dict, log_path: str) -> str
             return path
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log:
+            requests = os.environ.get(ENV_REQUESTS, "")
             proc = subprocess.Popen(
-                [python, "-m", "tokensafe.eval.generation.vllm_server", path, model, json.dumps(vllm_cfg)],
+                [python, "-m", "tokensafe.eval.generation.vllm_server", path, model, json.dumps(vllm_cfg), requests],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -102,10 +108,10 @@ def run_shared(python: str, model: str, vllm_cfg: dict, sets: list, log_path: st
     return [[SimpleNamespace(token_ids=c["token_ids"]) for c in out] for out in answer["outputs"]]
 
 
-def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None:
-    """Answer requests until no job has connected for ``idle_s`` seconds. Each connection gets a thread, so a
-    ping is answered while another job's prompts run (a busy engine is not a dead one); the engine itself
-    runs one request at a time."""
+def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S, max_requests: int | None = None) -> None:
+    """Answer requests until no job has connected for ``idle_s`` seconds, or until ``max_requests`` prompt requests
+    have been answered. Each connection gets a thread, so a ping is answered while another job's prompts run (a busy
+    engine is not a dead one); the engine itself runs one request at a time."""
     from tokensafe.eval.generation.vllm_backend import Engine
 
     try:
@@ -117,6 +123,8 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
     engine = Engine(model, vllm_cfg, lora=True)
     print(f"engine on {model} ready in {time.time() - t0:.1f} s", flush=True)
     busy = threading.Lock()
+    answered = []  # one entry per prompt request answered
+    done = threading.Event()
 
     def handle(conn: socket.socket) -> None:
         with conn, conn.makefile("r") as f:
@@ -135,6 +143,9 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
                 adapters = sorted({s[2] for s in request["sets"] if s[2]})
                 print(f"{n} prompts, adapters {adapters}: {time.time() - t:.1f} s", flush=True)
             conn.sendall((json.dumps(answer) + "\n").encode())
+            answered.append(1)
+            if max_requests is not None and len(answered) >= max_requests:
+                done.set()
 
     if os.path.lexists(path):
         os.unlink(path)
@@ -145,15 +156,22 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
         finally:
             os.umask(umask)
         srv.listen(64)
-        srv.settimeout(idle_s)
+        srv.settimeout(min(idle_s, 1.0))
+        last = time.time()
         while True:
+            if done.is_set():
+                print(f"answered the {max_requests} requests expected: exiting", flush=True)
+                break
             try:
                 conn, _ = srv.accept()
             except TimeoutError:
                 if busy.locked():
-                    continue  # a long request is not idleness
-                print(f"idle for {idle_s} s: exiting", flush=True)
-                break
+                    last = time.time()  # a long request is not idleness
+                elif time.time() - last >= idle_s:
+                    print(f"idle for {idle_s} s: exiting", flush=True)
+                    break
+                continue
+            last = time.time()
             ids = peer(conn)
             if ids is not None and ids[1] != os.geteuid():
                 refuse(conn, ids, f"uid {ids[1]} is not this engine's user (uid {os.geteuid()})", "vLLM engine", True)
@@ -163,4 +181,5 @@ def serve(path: str, model: str, vllm_cfg: dict, idle_s: float = IDLE_S) -> None
 
 
 if __name__ == "__main__":  # vLLM starts its engine core with spawn: the guard keeps the children from re-serving
-    serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
+    expected = sys.argv[4] if len(sys.argv) > 4 else ""
+    serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), max_requests=int(expected) if expected else None)
