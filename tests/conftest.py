@@ -1,4 +1,7 @@
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,17 +138,80 @@ def tiny_lm(word_tokenizer):
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory):
     """The e2e tests' one fixture: ``micro_run(name, cfg)`` runs the whole DAG on ``cfg`` (a micro world) once per
-    session and returns the run folder; later tests dry-run variations against its results."""
+    session and returns the run folder; later tests dry-run variations against its results.
+
+    Under pytest-xdist (``make test`` runs two workers) the run is still made once per session: the first worker
+    that asks for it runs it in the session's shared temporary folder, under a file lock (a worker that asks
+    meanwhile waits), and every worker then works on its own copy (outputs, logs, Snakemake's metadata, file
+    times kept), so a test that changes its run folder never races a test of another worker."""
+    from filelock import FileLock
+
     from workflow_utils import snakemake, write_config
 
     done: dict[str, Path] = {}
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    # a worker's base temp is <session's>/<worker id>: the folder above it is the session's, shared by all workers
+    shared_root = tmp_path_factory.getbasetemp().parent if worker else None
 
     def run(name: str, cfg: dict) -> Path:
         key = json.dumps(cfg, sort_keys=True)
-        if key not in done:
+        if key in done:
+            return done[key]
+        if shared_root is None:
             wd = tmp_path_factory.mktemp(name)
             snakemake(wd, write_config(cfg, wd), "--cores", "2")
             done[key] = wd
-        return done[key]
+            return wd
+        built = shared_root / f"micro-{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        with FileLock(f"{built}.lock"):
+            if not built.with_suffix(".done").exists():
+                shutil.rmtree(built, ignore_errors=True)  # a worker that failed half-way
+                built.mkdir()
+                snakemake(built, write_config(cfg, built), "--cores", "2")
+                built.with_suffix(".done").touch()
+        wd = tmp_path_factory.mktemp(name)
+        shutil.copytree(built, wd, symlinks=True, dirs_exist_ok=True)
+        done[key] = wd
+        return wd
 
     return run
+
+
+def _module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a module- (or class-) scoped fixture (built once per module and worker)."""
+    # pytest keeps the resolved fixture definitions of a test here (no public accessor)
+    defs = item._fixtureinfo.name2fixturedefs.values()
+    return any(d[-1].scope in ("module", "class") for d in defs if d)
+
+
+# Under xdist, the modules handed out first (slowest first: the SLURM drill mostly waits on the cluster, so it
+# overlaps well with work on the other worker; then the real vLLM engine and the all-methods run with the rerun
+# matrix), then the other end-to-end modules, then the rest, which fills in around them.
+FIRST = ("tests/test_slurm.py", "tests/test_vllm_engine.py", "tests/test_e2e_methods.py")
+
+
+def _order(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::")[0]
+    if path in FIRST:
+        return 0, FIRST.index(path)
+    return (1 if item.get_closest_marker("slurm") or item.get_closest_marker("e2e") else 2), 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """xdist groups (``--dist loadgroup``: a group's tests run in one worker, in order): the SLURM tests share one
+    cluster (group "slurm"), and the tests of a module with a module-scoped fixture (a run, a server) form one
+    group, so the fixture is built once. A test marked ``xdist_group`` keeps its group. Under xdist the work is
+    handed out in the order of _order (``make test`` passes --no-loadscope-reorder)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif _module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        module_order: dict[str, tuple[int, int]] = {}
+        for item in items:  # one key per module, so that a module's tests stay together
+            path = item.nodeid.split("::")[0]
+            module_order[path] = min(module_order.get(path, (3, 0)), _order(item))
+        items.sort(key=lambda it: module_order[it.nodeid.split("::")[0]])  # stable: each module's order is kept
