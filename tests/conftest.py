@@ -138,41 +138,40 @@ def tiny_lm(word_tokenizer):
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory):
     """The e2e tests' one fixture: ``micro_run(name, cfg)`` runs the whole DAG on ``cfg`` (a micro world) once per
-    session and returns the run folder; later tests dry-run variations against its results.
+    session and returns a copy of the finished run, the caller's own (outputs, logs, Snakemake's metadata, file
+    times kept: a dry run with ``cfg`` plans nothing on it), so that a module may run Snakemake in its copy without
+    changing what another module starts from. Two callers with the same ``cfg`` share the run, whatever ``name``.
 
     Under pytest-xdist (``make test`` runs two workers) the run is still made once per session: the first worker
-    that asks for it runs it in the session's shared temporary folder, under a file lock (a worker that asks
-    meanwhile waits), and every worker then works on its own copy (outputs, logs, Snakemake's metadata, file
-    times kept), so a test that changes its run folder never races a test of another worker."""
+    that asks for it runs it in the session's shared temporary folder under a file lock (a worker that asks
+    meanwhile waits for it), and every worker copies from there."""
     from filelock import FileLock
 
     from workflow_utils import snakemake, write_config
 
-    done: dict[str, Path] = {}
+    built: dict[str, Path] = {}
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     # a worker's base temp is <session's>/<worker id>: the folder above it is the session's, shared by all workers
     shared_root = tmp_path_factory.getbasetemp().parent if worker else None
 
     def run(name: str, cfg: dict) -> Path:
         key = json.dumps(cfg, sort_keys=True)
-        if key in done:
-            return done[key]
-        if shared_root is None:
-            wd = tmp_path_factory.mktemp(name)
-            snakemake(wd, write_config(cfg, wd), "--cores", "2")
-            done[key] = wd
-            return wd
-        built = shared_root / f"micro-{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-        with FileLock(f"{built}.lock"):
-            if not built.with_suffix(".done").exists():
-                shutil.rmtree(built, ignore_errors=True)  # a worker that failed half-way
-                built.mkdir()
-                snakemake(built, write_config(cfg, built), "--cores", "2")
-                built.with_suffix(".done").touch()
-        wd = tmp_path_factory.mktemp(name)
-        shutil.copytree(built, wd, symlinks=True, dirs_exist_ok=True)
-        done[key] = wd
-        return wd
+        if key not in built:
+            if shared_root is None:
+                wd = tmp_path_factory.mktemp(f"built-{name}")
+                snakemake(wd, write_config(cfg, wd), "--cores", "2")
+            else:
+                wd = shared_root / f"built-{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+                with FileLock(f"{wd}.lock"):
+                    if not wd.with_suffix(".done").exists():
+                        shutil.rmtree(wd, ignore_errors=True)  # a worker that failed half-way
+                        wd.mkdir()
+                        snakemake(wd, write_config(cfg, wd), "--cores", "2")
+                        wd.with_suffix(".done").touch()
+            built[key] = wd
+        copy = tmp_path_factory.mktemp(name)
+        shutil.copytree(built[key], copy, symlinks=True, dirs_exist_ok=True)
+        return copy
 
     return run
 
