@@ -196,6 +196,7 @@ def _order(item: pytest.Item) -> tuple[int, int]:
     return (1 if item.get_closest_marker("slurm") or item.get_closest_marker("e2e") else 2), 0
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """xdist groups (``--dist loadgroup``: a group's tests run in one worker, in order): the SLURM tests share one
     cluster (group "slurm"), and the tests of a module with a module-scoped fixture (a run, a server) form one
