@@ -123,6 +123,9 @@ def shared(micro_run, tmp_path_factory):
         shutil.copytree(ours / name, theirs / name, symlinks=True)
     c = vllm_config(cfg)
     c["generation"]["vllm"]["engine"] = "shared"
+    # The engine serves generate jobs only; the vLLM guard (one engine per judge job either way) is checked on `runs`,
+    # so here the guard judges with transformers, and the fixture pays for the shared engine alone.
+    c["judge"]["guard"]["backend"] = "transformers"
     configfile = write_config(c, theirs)
     snakemake(theirs, configfile, "--cores", "2")
     return ours, theirs, configfile
