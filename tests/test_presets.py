@@ -2,9 +2,10 @@
 
 Each preset must validate against the schema, and `snakemake -n` must plan the paper's full grid from a
 working directory laid out like the repository root (config.yaml beside it, the data files under data/):
-methods x ratios x seeds fine-tuning jobs, no embedded-world job, and every GPU job asking for the GPUs,
-memory and runtime of its resource family. The data files are small files in the formats the presets read, written
-by the test (the plan only needs them to load and have the columns).
+methods x ratios x seeds fine-tuning jobs, no embedded-world job, every job asking for the GPUs and threads of
+its resource family, and for the memory and runtime of its own cost-plan estimate (the presets leave them auto).
+The data files are small files in the formats the presets read, written by the test (the plan only needs them to
+load and have the columns).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tokensafe.config import validate_against_schema
+from tokensafe.config import SCHEMA_PATH, validate_against_schema
 
 from workflow_utils import REPO, snakemake
 
@@ -291,8 +292,33 @@ def test_preset_plans_the_paper_grid(planned):
     assert {float(r) for _, r, _ in runs} == {float(p) for p in cfg["poison_ratios"]}
 
 
-def test_preset_jobs_ask_for_their_resources(planned):
+def estimated_resources(cfg: dict, workdir: Path, monkeypatch):
+    """(rule, wildcards) -> (the {runtime, mem_mb} the cost plan asks for the job, the job's estimate): the first
+    from the function the rules' resource callables call (tokensafe.plan.scheduling.resources_for), the second from
+    the plan's jobs and table directly. The config as the dry runs see it: NO_VLLM's backends, schema defaults."""
+    from snakemake.utils import validate
+
+    from tokensafe.plan import cost
+    from tokensafe.plan.jobs import job_key, plan_jobs
+
+    cfg = copy.deepcopy(cfg)
+    cfg["generation"]["backend"], cfg["utility_benchmarks"]["backend"] = "transformers", "hf"
+    validate(cfg, str(SCHEMA_PATH), set_default=True)
+    monkeypatch.chdir(workdir)  # the estimator reads results/data/card.json of the working directory: none here
+    planner = cost.Planner(cfg, cost.load_table(), (cfg.get("plan") or {}).get("gpu", "h100"))
+    estimates = {f"{j.rule}:{j.benchmark}": planner.estimate(j) for j in plan_jobs(cfg)}
+    jobs = cost.estimator(cfg)
+
+    def resources(rule: str, wildcards: dict):
+        return jobs.resources(rule, wildcards), estimates[f"{rule}:{job_key(rule, wildcards)}"]
+
+    return resources, cost.margin(cfg)
+
+
+def test_preset_jobs_ask_for_their_resources(planned, tmp_path, monkeypatch):
     cfg, counts, jobs = planned
+    assert not {k for r in cfg["resources"].values() for k in r} & {"mem_mb", "runtime"}, "the presets leave them auto"
+    estimated, margin = estimated_resources(cfg, tmp_path, monkeypatch)
     for job in jobs:
         family = FAMILY.get(job["rule"])
         if family == "llm":
@@ -302,18 +328,20 @@ def test_preset_jobs_ask_for_their_resources(planned):
             continue
         want = cfg["resources"][family]
         got = job["resources"]
-        assert (int(got["gpu"]), int(got["mem_mb"]), int(got["runtime"]), job["threads"]) == (
-            want["gpus"],
-            want["mem_mb"],
-            want["runtime"],
-            want["threads"],
-        ), (job["rule"], got)
+        assert (int(got["gpu"]), job["threads"]) == (want["gpus"], want["threads"]), (job["rule"], got)
+        plan, est = estimated(job["rule"], job["wildcards"])
+        runtime, mem_mb = int(got["runtime"]), int(got["mem_mb"])
+        assert {"runtime": runtime, "mem_mb": mem_mb} == plan, (job["rule"], job["wildcards"], got)
+        # never below the estimate itself, nor below the floors
+        assert est.row is not None, (job["rule"], job["wildcards"])
+        assert runtime >= max(margin["time_floor_min"], est.seconds / 60), (job["rule"], est.seconds)
+        assert mem_mb >= max(margin["mem_floor_mb"], est.host_mb), (job["rule"], est.host_mb)
     gpu_rules = {j["rule"] for j in jobs if int(j["resources"].get("gpu", 0)) > 0}
     assert "finetune" in gpu_rules and "generate" in gpu_rules and "judge" in gpu_rules
     assert cfg["resources"]["world"]["gpus"] == 0
 
 
-def test_toss_presets_plan_references_and_rounds(planned):
+def test_toss_presets_plan_references_and_rounds(planned, tmp_path, monkeypatch):
     cfg, counts, jobs = planned
     if not {"toss", "toss_pro"} <= set(cfg["methods"]):
         pytest.skip("no TOSS-Pro in this preset")
@@ -322,11 +350,18 @@ def test_toss_presets_plan_references_and_rounds(planned):
     assert counts["toss_losses"] == counts["toss_mask"] == sets * (cfg["toss"]["pro"]["rounds"] + 1)
     assert counts["toss_pro_retrain"] == sets * cfg["toss"]["pro"]["rounds"]
     train = cfg["resources"]["train"]
+    estimated, _ = estimated_resources(cfg, tmp_path, monkeypatch)
+    rounds = {}
     for job in (j for j in jobs if j["rule"] in ("toss_reference", "toss_pro_retrain")):
         assert int(job["resources"]["gpu"]) == train["gpus"] == 1
-        assert (
-            int(job["resources"]["mem_mb"]) == train["mem_mb"] and int(job["resources"]["runtime"]) == train["runtime"]
-        )
+        got = {"runtime": int(job["resources"]["runtime"]), "mem_mb": int(job["resources"]["mem_mb"])}
+        assert got == estimated(job["rule"], job["wildcards"])[0], (job["rule"], job["wildcards"])
+        if job["rule"] == "toss_pro_retrain":
+            rounds.setdefault(int(job["wildcards"]["round"]), set()).add(got["runtime"])
+    # each round retrains on k more rows than the one before (toss.pro.k), so it asks for more time
+    assert sorted(rounds) == list(range(1, cfg["toss"]["pro"]["rounds"] + 1))
+    asks = [max(rounds[r]) for r in sorted(rounds)]
+    assert asks == sorted(asks) and asks[-1] > asks[0], rounds
 
 
 def test_pact_presets_plan_the_shared_pact_stages(planned):
