@@ -230,3 +230,19 @@ def test_presets_and_default_plan(config, capsys, monkeypatch):
     assert "total" in out and "dominant:" in out
     if config != "config.yaml":  # GPU plans: every GPU row of the table is an estimate so far
         assert "planned for h100" in out and "UNMEASURED" in out and "fine-tunes" in out
+
+
+def test_a_model_of_unknown_size_asks_for_the_fallback_and_the_plan_command_names_it(tmp_path, monkeypatch):
+    """A local model folder without its config.json yet: the jobs' resources fall back (planning goes on), while
+    `python -m tokensafe.plan` (strict) names the model."""
+    folder = tmp_path / "my-aligned"
+    folder.mkdir()
+    cfg = filled(micro_config())
+    cfg["models"]["aligned"] = str(folder)
+    gen = next(j for j in plan_jobs(cfg) if j.rule == "generate")
+    table = cost.load_table()
+    with pytest.raises(ValueError, match="my-aligned.*size is unknown"):
+        cost.Planner(cfg, table, "cpu").estimate(gen)
+    assert cost.Planner(cfg, table, "cpu", strict=False).estimate(gen).row is None
+    monkeypatch.chdir(tmp_path)
+    assert cost.JobEstimator(cfg).resources("generate", {"run": "sft/p0.1/s1"}) == cost.FALLBACK

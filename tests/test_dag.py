@@ -246,9 +246,9 @@ def test_a_config_error_names_the_config_file_and_the_command_line_keys(tmp_path
     assert _refusal(proc.stdout + proc.stderr)[:4] == [
         f"{cfg} with --config methds, seeds: invalid configuration:",
         "  - (top level): Additional properties are not allowed ('methds' was unexpected); 'methds': did you mean "
-        "'methods' or 'method_seeds'? (allowed keys: baselines, cpu_numerics, data, finetune, generation, judge, "
-        "max_length, method_poison_ratios, method_seeds, methods, models, n_finetune, pact, plan, poison_ratios, "
-        "prompt_template, resources, seeds, toss, utility_benchmarks, world, world_seed)",
+        "'methods' or 'method_seeds'? (allowed keys: baselines, checkpoint, cpu_numerics, data, finetune, generation, "
+        "judge, max_length, method_poison_ratios, method_seeds, methods, models, n_finetune, pact, plan, "
+        "poison_ratios, prompt_template, resources, seeds, toss, utility_benchmarks, world, world_seed)",
         "  - n_finetune = 0: must be >= 1",
         "  - seeds[1] = -2: must be >= 0 (from --config)",
     ]

@@ -121,6 +121,9 @@ class Planner:
     table: list[dict]
     gpu: str = "cpu"
     params: dict[str, float] = field(default_factory=dict)
+    # False for the jobs' own resources: a model whose size the plan cannot read (a local folder without its
+    # config.json yet, an unknown hub id) must not stop the workflow; its jobs ask for the fallback request instead.
+    strict: bool = True
 
     def model_size(self, job: Job) -> float:
         if job.model in ("none",):
@@ -157,7 +160,12 @@ class Planner:
 
     def estimate(self, job: Job) -> Estimate:
         device = job_device(job, self.config, self.gpu)
-        params = self.model_size(job)
+        try:
+            params = self.model_size(job)
+        except ValueError:
+            if self.strict:
+                raise
+            return Estimate(job, device, 0.0, 0.0, None, None)
         row, extrapolated = self.row_for(job, device, params)
         if row is None:
             return Estimate(job, device, 0.0, 0.0, None, None)
@@ -329,6 +337,10 @@ def format_jobs(estimates: list[Estimate], config: dict) -> str:
 # The resources Snakemake asks for (tokensafe.plan.scheduling.resources_for)
 
 
+# What a job asks for when the plan has no estimate for it (no table row, a model of unknown size): an hour, 4 GB.
+FALLBACK = {"runtime": 60, "mem_mb": 4000}
+
+
 class JobEstimator:
     """Each job's estimate for one config, computed once when the first resource callable runs: Snakemake calls
     the callables of every job while it builds the DAG."""
@@ -347,7 +359,7 @@ class JobEstimator:
         if plan.get("throughput"):
             table = merged(table, load_table(plan["throughput"]))
         gpu = plan.get("gpu", "h100")
-        planner = Planner(self.config, table, gpu)
+        planner = Planner(self.config, table, gpu, strict=False)
         # Without loading the data files again (planning already did): the catalogue's sizes, limits, the world's
         # lengths, or a finished data card of this run directory.
         card = Path("results/data/card.json")
@@ -371,10 +383,10 @@ class JobEstimator:
         if est is None:
             ests = self._by_rule.get(rule)
             if not ests:
-                return {"runtime": 60, "mem_mb": 4000}
+                return dict(FALLBACK)
             est = max(ests, key=lambda e: e.seconds)
         if est.row is None:
-            return {"runtime": 60, "mem_mb": 4000}
+            return dict(FALLBACK)
         return resources_of(est, self.config)
 
 
