@@ -245,4 +245,6 @@ def test_a_model_of_unknown_size_asks_for_the_fallback_and_the_plan_command_name
         cost.Planner(cfg, table, "cpu").estimate(gen)
     assert cost.Planner(cfg, table, "cpu", strict=False).estimate(gen).row is None
     monkeypatch.chdir(tmp_path)
-    assert cost.JobEstimator(cfg).resources("generate", {"run": "sft/p0.1/s1"}) == cost.FALLBACK
+    assert cost.JobEstimator(cfg).resources("generate", {"run": "sft/p0.1/s1"}) is None
+    res = resources_for(cfg, "generate", "generate")
+    assert {k: res[k]({"run": "sft/p0.1/s1"}) for k in ("runtime", "mem_mb")} == {"runtime": 60, "mem_mb": 4000}

@@ -337,10 +337,6 @@ def format_jobs(estimates: list[Estimate], config: dict) -> str:
 # The resources Snakemake asks for (tokensafe.plan.scheduling.resources_for)
 
 
-# What a job asks for when the plan has no estimate for it (no table row, a model of unknown size): an hour, 4 GB.
-FALLBACK = {"runtime": 60, "mem_mb": 4000}
-
-
 class JobEstimator:
     """Each job's estimate for one config, computed once when the first resource callable runs: Snakemake calls
     the callables of every job while it builds the DAG."""
@@ -372,9 +368,9 @@ class JobEstimator:
             self._by_key[f"{job.rule}:{job.benchmark}"] = est
             self._by_rule.setdefault(job.rule, []).append(est)
 
-    def resources(self, rule: str, wildcards) -> dict:
+    def resources(self, rule: str, wildcards) -> dict | None:
         """{runtime, mem_mb} of one job from its estimate with the margin (the rule's longest job where the plan
-        does not know this one)."""
+        does not know this one); None without an estimate (no table row, a model of unknown size)."""
         from tokensafe.plan.jobs import job_key
 
         if self._by_key is None:
@@ -383,10 +379,10 @@ class JobEstimator:
         if est is None:
             ests = self._by_rule.get(rule)
             if not ests:
-                return dict(FALLBACK)
+                return None
             est = max(ests, key=lambda e: e.seconds)
         if est.row is None:
-            return dict(FALLBACK)
+            return None
         return resources_of(est, self.config)
 
 

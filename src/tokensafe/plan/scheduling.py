@@ -25,6 +25,10 @@ EVAL_GROUP = "eval"
 GROUP_STEP = {"group_steps": 1}
 
 
+# What a job asks for when there is no estimate to go by (no rule name, no table row, a model of unknown size).
+FALLBACK = {"runtime": 60, "mem_mb": 4000}
+
+
 def resources_for(config: dict, family: str, rule: str | None = None) -> dict:
     """A rule's ``resources:`` from resources.<family>: its gpus, and its mem_mb and runtime (minutes) where the
     config gives a number; ``auto`` (the default) makes them callables of the job's wildcards that return the
@@ -37,7 +41,7 @@ def resources_for(config: dict, family: str, rule: str | None = None) -> dict:
         if value != "auto":
             out[key] = value
         elif rule is None:
-            out[key] = {"mem_mb": 4000, "runtime": 60}[key]
+            out[key] = FALLBACK[key]
         else:
             out[key] = _estimated(config, rule, key)
     return {"mem_mb": out["mem_mb"], "runtime": out["runtime"], "gpu": out["gpu"]}
@@ -47,7 +51,7 @@ def _estimated(config: dict, rule: str, key: str):
     from tokensafe.plan.cost import estimator
 
     def resource(wildcards):
-        return estimator(config).resources(rule, wildcards)[key]
+        return (estimator(config).resources(rule, wildcards) or FALLBACK)[key]
 
     return resource
 
